@@ -1,308 +1,245 @@
-//! HTTP face of a node: the router, `/health`, the `/ws` endpoint and the
-//! `X-WebSocket-*` headers that every response carries.
-//!
-//! The WebSocket side is the skeleton of protocol v1: a `welcome` frame,
-//! `ping` → `pong`, and any other frame echoed back. Rooms, sessions and
-//! resume arrive with the Redis-backed store.
+//! The node's HTTP face: `/ws` (the upgrade, after the connect policy),
+//! `/health` (the deployment guides' JSON, from a real Redis round trip
+//! and pub/sub probe), `/api/websocket/stats`, `/metrics`, and the
+//! `X-WebSocket-*` headers on every response.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{rejection::WebSocketUpgradeRejection, WebSocketUpgrade};
 use axum::extract::{Query, Request, State};
-use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tokio::sync::{watch, Notify};
+
+use crate::auth::{self, AuthError};
+use crate::protocol;
+use crate::session::{self, ConnectRequest};
+use crate::Node;
 
 /// Name of the node that answered.
 pub const HEADER_WORKER_ID: HeaderName = HeaderName::from_static("x-websocket-worker-id");
 /// WebSocket clients connected to this node.
 pub const HEADER_LOCAL_CONNECTIONS: HeaderName =
     HeaderName::from_static("x-websocket-local-connections");
-/// Sessions known cluster-wide (only local ones until the shared store lands).
+/// Sessions connected cluster-wide (as of the last heartbeat).
 pub const HEADER_TOTAL_SESSIONS: HeaderName = HeaderName::from_static("x-websocket-total-sessions");
-/// Live nodes in the cluster (1 until cluster membership lands).
+/// Live workers in the cluster (as of the last heartbeat).
 pub const HEADER_TOTAL_WORKERS: HeaderName = HeaderName::from_static("x-websocket-total-workers");
 
-/// WebSocket close code sent to clients when the node shuts down (1001, going away).
-pub const CLOSE_GOING_AWAY: u16 = 1001;
-
-/// Longest `?sid=` accepted, in bytes.
-pub const MAX_SID_LEN: usize = 128;
-
-/// State shared by every request of one node. Cheap to clone.
-#[derive(Clone)]
-pub struct AppState {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
-    worker_id: String,
-    local_connections: AtomicUsize,
-    shutdown: watch::Sender<bool>,
-    idle: Notify,
-}
-
-impl AppState {
-    pub fn new(worker_id: impl Into<String>) -> Self {
-        AppState {
-            inner: Arc::new(Inner {
-                worker_id: worker_id.into(),
-                local_connections: AtomicUsize::new(0),
-                shutdown: watch::Sender::new(false),
-                idle: Notify::new(),
-            }),
-        }
-    }
-
-    pub fn worker_id(&self) -> &str {
-        &self.inner.worker_id
-    }
-
-    /// WebSocket clients connected to this node right now.
-    pub fn local_connections(&self) -> usize {
-        self.inner.local_connections.load(Ordering::Acquire)
-    }
-
-    /// Sessions known to the cluster. Without the shared store, the local ones.
-    pub fn total_sessions(&self) -> usize {
-        self.local_connections()
-    }
-
-    /// Live nodes. Without cluster membership, this one.
-    pub fn total_workers(&self) -> usize {
-        1
-    }
-
-    /// Tell every WebSocket to close with 1001 (going away).
-    pub fn begin_shutdown(&self) {
-        self.inner.shutdown.send_replace(true);
-    }
-
-    pub fn is_shutting_down(&self) -> bool {
-        *self.inner.shutdown.borrow()
-    }
-
-    /// Wait until no WebSocket is left, or `timeout`. True when none is left.
-    pub async fn wait_idle(&self, timeout: Duration) -> bool {
-        let wait = async {
-            loop {
-                let notified = self.inner.idle.notified();
-                if self.local_connections() == 0 {
-                    return;
-                }
-                notified.await;
-            }
-        };
-        tokio::time::timeout(timeout, wait).await.is_ok()
-    }
-
-    fn connection(&self) -> ConnectionGuard {
-        self.inner.local_connections.fetch_add(1, Ordering::AcqRel);
-        ConnectionGuard {
-            state: self.clone(),
-        }
-    }
-}
-
-/// Counts one live WebSocket; uncounts it when dropped, however the task ends.
-struct ConnectionGuard {
-    state: AppState,
-}
-
-impl Drop for ConnectionGuard {
-    fn drop(&mut self) {
-        let inner = &self.state.inner;
-        if inner.local_connections.fetch_sub(1, Ordering::AcqRel) == 1 {
-            inner.idle.notify_waiters();
-        }
-    }
-}
+/// How long `/health` waits for each probe.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The node's routes, with the `X-WebSocket-*` headers on every response
-/// (including 404s and refused upgrades).
-pub fn router(state: AppState) -> Router {
+/// (404s and refused upgrades included).
+pub fn router(node: Arc<Node>) -> Router {
     Router::new()
-        .route("/health", get(health))
         .route("/ws", get(websocket))
-        .layer(middleware::from_fn_with_state(state.clone(), node_headers))
-        .with_state(state)
+        .route("/health", get(health))
+        .route("/api/websocket/stats", get(stats))
+        .route("/metrics", get(metrics))
+        .layer(middleware::from_fn_with_state(node.clone(), node_headers))
+        .with_state(node)
 }
 
-async fn node_headers(State(state): State<AppState>, req: Request, next: Next) -> Response {
+async fn node_headers(State(node): State<Arc<Node>>, req: Request, next: Next) -> Response {
     let mut resp = next.run(req).await;
     let headers = resp.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(state.worker_id()) {
+    if let Ok(v) = HeaderValue::from_str(&node.config.worker_id) {
         headers.insert(HEADER_WORKER_ID, v);
     }
     headers.insert(
         HEADER_LOCAL_CONNECTIONS,
-        HeaderValue::from(state.local_connections()),
+        HeaderValue::from(node.hub.local_connections()),
     );
     headers.insert(
         HEADER_TOTAL_SESSIONS,
-        HeaderValue::from(state.total_sessions()),
+        HeaderValue::from(node.cluster.total_sessions()),
     );
     headers.insert(
         HEADER_TOTAL_WORKERS,
-        HeaderValue::from(state.total_workers()),
+        HeaderValue::from(node.cluster.total_workers()),
     );
     resp
 }
 
-/// The deployment guides' health shape. Without Redis there is nothing to
-/// probe: the store and broker are in-process and healthy by construction.
-pub fn health_body(state: &AppState) -> Value {
-    json!({
-        "status": "healthy",
-        "websocket": {
-            "worker_id": state.worker_id(),
-            "session_store_healthy": true,
-            "message_broker_healthy": true,
-            "local_connections": state.local_connections(),
-            "total_sessions": state.total_sessions(),
-            "total_workers": state.total_workers(),
-        },
-        "redis": {
-            "status": "not_configured",
-            "latency_ms": null,
-        },
-    })
-}
-
-async fn health(State(state): State<AppState>) -> Json<Value> {
-    Json(health_body(&state))
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct WsParams {
+#[derive(Deserialize)]
+struct WsQuery {
     sid: Option<String>,
+    token: Option<String>,
+    user: Option<String>,
 }
 
-/// A client-chosen session id: printable ASCII without spaces, at most
-/// [`MAX_SID_LEN`] bytes. Empty means "none given".
-fn valid_sid(sid: &str) -> bool {
-    !sid.is_empty() && sid.len() <= MAX_SID_LEN && sid.bytes().all(|b| b.is_ascii_graphic())
+fn refuse(status: StatusCode, why: impl Into<String>) -> Response {
+    (status, Json(json!({"error": why.into()}))).into_response()
 }
 
+/// `GET /ws`: check the connect policy, then upgrade.
 async fn websocket(
-    State(state): State<AppState>,
-    Query(params): Query<WsParams>,
-    ws: WebSocketUpgrade,
+    State(node): State<Arc<Node>>,
+    Query(query): Query<WsQuery>,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    if state.is_shutting_down() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
+    if node.is_shutting_down() {
+        return refuse(StatusCode::SERVICE_UNAVAILABLE, "node shutting down");
     }
-    let sid = match params.sid.filter(|s| !s.is_empty()) {
-        None => uuid::Uuid::new_v4().to_string(),
-        Some(s) if valid_sid(&s) => s,
+    let upgrade = match upgrade {
+        Ok(u) => u,
+        Err(rejection) => return rejection.into_response(),
+    };
+    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    if !auth::origin_allowed(node.config.allowed_origins.as_deref(), origin) {
+        return refuse(StatusCode::FORBIDDEN, "origin not allowed");
+    }
+    let sid = match query.sid {
+        Some(sid) if protocol::valid_sid(&sid) => sid,
         Some(_) => {
-            return (
+            return refuse(
                 StatusCode::BAD_REQUEST,
-                format!("sid must be 1..={MAX_SID_LEN} printable ASCII characters\n"),
+                "sid must be 1-128 characters of A-Z a-z 0-9 - _ . : ~",
             )
-                .into_response()
+        }
+        None => uuid::Uuid::new_v4().to_string(),
+    };
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let token = query.token.as_deref().or(bearer);
+    let identity = match node.auth.identify(token, query.user.as_deref(), &sid) {
+        Ok(identity) => identity,
+        Err(AuthError::BadUser { from_token: false }) => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                AuthError::BadUser { from_token: false }.to_string(),
+            )
+        }
+        Err(e) => return refuse(StatusCode::UNAUTHORIZED, e.to_string()),
+    };
+    let request = match ConnectRequest::resolve(&node, sid, identity).await {
+        Ok(request) => request,
+        Err(e) => {
+            node.redis_error(&e);
+            let mut resp = refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "session store unreachable; retry shortly",
+            );
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return resp;
         }
     };
-    ws.on_upgrade(move |socket| client(socket, state, sid))
+    let limit = node.config.limits.max_message_size;
+    upgrade
+        .max_message_size(limit)
+        .max_frame_size(limit)
+        .on_upgrade(move |socket| session::run(socket, node, request))
 }
 
-/// True for a text frame that is a JSON object with `"type":"ping"`.
-fn is_ping(text: &str) -> bool {
-    serde_json::from_str::<Value>(text)
-        .ok()
-        .and_then(|v| v.get("type").and_then(Value::as_str).map(|t| t == "ping"))
-        .unwrap_or(false)
-}
-
-async fn client(mut socket: WebSocket, state: AppState, sid: String) {
-    let _counted = state.connection();
-    let welcome = json!({
-        "type": "welcome",
-        "sid": sid,
-        "worker_id": state.worker_id(),
-        "user": null,
-        "resumed": false,
-    });
-    if socket
-        .send(Message::Text(welcome.to_string()))
-        .await
-        .is_err()
-    {
-        return;
+/// `GET /health`: a real store round trip and a pub/sub probe, timed.
+/// 200 while the node can serve (`healthy`, or `degraded` when Redis is
+/// unreachable but local clients are served); 503 while shutting down.
+async fn health(State(node): State<Arc<Node>>) -> Response {
+    let (store, broker) = tokio::join!(
+        tokio::time::timeout(PROBE_TIMEOUT, node.store.ping()),
+        tokio::time::timeout(PROBE_TIMEOUT, node.broker.probe()),
+    );
+    let store = store
+        .map_err(|_| "timed out".to_owned())
+        .and_then(|r| r.map_err(|e| e.to_string()));
+    let broker = broker
+        .map_err(|_| "timed out".to_owned())
+        .and_then(|r| r.map_err(|e| e.to_string()));
+    if store.is_err() || broker.is_err() {
+        node.metrics.redis_errors.inc();
     }
-    tracing::debug!(%sid, "websocket open");
-    let mut shutdown = state.inner.shutdown.subscribe();
-    loop {
-        tokio::select! {
-            msg = socket.recv() => {
-                let reply = match msg {
-                    Some(Ok(Message::Text(text))) if is_ping(&text) => {
-                        Message::Text(r#"{"type":"pong"}"#.to_owned())
-                    }
-                    Some(Ok(Message::Text(text))) => Message::Text(text),
-                    Some(Ok(Message::Binary(data))) => Message::Binary(data),
-                    // Control frames are answered by the WebSocket layer itself.
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                    Some(Ok(Message::Close(_))) | None => break,
-                    Some(Err(e)) => {
-                        tracing::debug!(%sid, error = %e, "websocket error");
-                        break;
-                    }
-                };
-                if socket.send(reply).await.is_err() {
-                    break;
-                }
-            }
-            _ = shutdown.wait_for(|down| *down) => {
-                let frame = CloseFrame {
-                    code: CLOSE_GOING_AWAY,
-                    reason: "server shutting down".into(),
-                };
-                let _ = socket.send(Message::Close(Some(frame))).await;
-                break;
-            }
+    let ms = |d: Duration| (d.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0;
+    let status = if node.is_shutting_down() {
+        "shutting_down"
+    } else if store.is_ok() && broker.is_ok() {
+        "healthy"
+    } else {
+        "degraded"
+    };
+    let redis = if node.mode == "memory" {
+        json!({"status": "not_configured", "mode": "memory", "latency_ms": null})
+    } else {
+        let mut r = json!({
+            "status": if store.is_ok() { "connected" } else { "disconnected" },
+            "mode": node.mode,
+            "latency_ms": store.as_ref().ok().map(|d| ms(*d)),
+            "pubsub": if broker.is_ok() { "connected" } else { "disconnected" },
+            "pubsub_latency_ms": broker.as_ref().ok().map(|d| ms(*d)),
+        });
+        if let Some(e) = store.as_ref().err().or(broker.as_ref().err()) {
+            r["error"] = Value::from(e.as_str());
         }
-    }
-    tracing::debug!(%sid, "websocket closed");
+        r
+    };
+    let body = json!({
+        "status": status,
+        "websocket": {
+            "worker_id": node.config.worker_id,
+            "session_store_healthy": store.is_ok(),
+            "message_broker_healthy": broker.is_ok(),
+            "local_connections": node.hub.local_connections(),
+            "total_sessions": node.cluster.total_sessions(),
+            "total_workers": node.cluster.total_workers(),
+        },
+        "redis": redis,
+    });
+    let code = if node.is_shutting_down() {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    (code, Json(body)).into_response()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// `GET /api/websocket/stats`: this node and the cluster.
+async fn stats(State(node): State<Arc<Node>>) -> Json<Value> {
+    let m = &node.metrics;
+    let workers = node.cluster.workers();
+    Json(json!({
+        "worker_id": node.config.worker_id,
+        "node_id": node.config.node_id,
+        "mode": node.mode,
+        "uptime_secs": node.uptime().as_secs(),
+        "local": {
+            "connections": node.hub.local_connections(),
+            "rooms": node.hub.rooms().len(),
+            "connections_total": m.connections_total.get(),
+            "messages_in": m.messages_in.get(),
+            "messages_out": m.messages_out.get(),
+            "slow_consumer_closes": m.slow_consumers.get(),
+            "rate_limited": m.rate_limited.get(),
+            "redis_errors": m.redis_errors.get(),
+            "gaps_filled": m.gaps_filled.get(),
+            "broker_connected": node.broker.is_connected(),
+            "store_healthy": node.cluster.store_healthy(),
+            "dead_workers_cleaned": node.cluster.cleaned(),
+        },
+        "cluster": {
+            "total_workers": node.cluster.total_workers(),
+            "total_sessions": node.cluster.total_sessions(),
+            "workers": workers,
+        },
+    }))
+}
 
-    #[test]
-    fn sids() {
-        assert!(valid_sid("demo"));
-        assert!(valid_sid("3f1c7a2e-6f0b-4a8e-9d2c-1b2a3c4d5e6f"));
-        assert!(!valid_sid(""));
-        assert!(!valid_sid("has space"));
-        assert!(!valid_sid(&"x".repeat(MAX_SID_LEN + 1)));
-    }
-
-    #[test]
-    fn pings() {
-        assert!(is_ping(r#"{"type":"ping"}"#));
-        assert!(is_ping(r#" { "type" : "ping", "id": 7 } "#));
-        assert!(!is_ping(r#"{"type":"pong"}"#));
-        assert!(!is_ping("ping"));
-        assert!(!is_ping(r#"["ping"]"#));
-    }
-
-    #[test]
-    fn health_shape() {
-        let state = AppState::new("n1");
-        let body = health_body(&state);
-        assert_eq!(body["status"], "healthy");
-        assert_eq!(body["websocket"]["worker_id"], "n1");
-        assert_eq!(body["websocket"]["total_workers"], 1);
-        assert_eq!(body["redis"]["status"], "not_configured");
-        assert!(body["redis"]["latency_ms"].is_null());
-    }
+/// `GET /metrics`: Prometheus text.
+async fn metrics(State(node): State<Arc<Node>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        node.metrics.render(),
+    )
+        .into_response()
 }

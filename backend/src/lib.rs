@@ -1,85 +1,297 @@
-//! `ringway-backend`: the WebSocket node behind `ringway-proxy`.
+//! `ringway-backend`: the WebSocket node behind `ringway-proxy`. Nodes
+//! share sessions, presence and room history through Redis, so a session
+//! survives its node: a client that lands elsewhere after a crash, a
+//! scale-out or a reload resumes it and gets every missed message, in
+//! order, exactly once. Without Redis, one process runs alone (or several
+//! nodes of one process share an in-process broker).
 //!
-//! **This is a skeleton.** It already has the node's outer contracts, so the
-//! proxy, the end-to-end harness and the deployment files can rely on them:
-//!
-//! - CLI/env: `--listen` / `PORT` (a bare port means `127.0.0.1:PORT`),
-//!   `--worker-id` / `WORKER_ID` (default `<hostname>-<pid>`);
-//! - `GET /health` in the deployment guides' shape (`redis.status` is
-//!   `"not_configured"`);
-//! - `GET /ws`: a `welcome` frame (`sid` from `?sid=` or a fresh UUID v4),
-//!   `ping` → `pong`, anything else echoed back;
-//! - `X-WebSocket-Worker-ID`, `-Local-Connections`, `-Total-Sessions`,
-//!   `-Total-Workers` on every HTTP response;
-//! - graceful shutdown: WebSockets are closed with 1001 (going away).
-//!
-//! Coming next, over Redis (`REDIS_URL`; without it, single-node in memory):
-//! `store` (sessions with a TTL refreshed while alive, resume on any node),
-//! `broker` (pub/sub across nodes, reconnect and resubscribe by itself),
-//! `history` (per-room streams with epoch/offset, exact replay or
-//! `recovered:false`), `hub`/`protocol`/`session` (rooms, publish, direct
-//! messages: protocol v1 in `docs/PROTOCOL.md`), `cluster` (node heartbeats,
-//! exactly one survivor cleans a dead node), `auth` (JWT), and
-//! `/api/websocket/stats` and `/metrics`.
+//! The map, from the socket inwards:
+//! - [`http`]: the router — `/ws`, `/health`, `/api/websocket/stats`,
+//!   `/metrics` and the `X-WebSocket-*` headers.
+//! - [`auth`]: who may connect (JWT, dev mode, Origin allow-list).
+//! - [`session`]: one connection: reader (client frames) and writer
+//!   (ordered, de-duplicated delivery).
+//! - [`protocol`]: the wire format (`docs/PROTOCOL.md`); [`history`]: the
+//!   ordering and recovery rules.
+//! - [`hub`]: local connections and rooms, and the fan-out.
+//! - [`broker`]: numbered, stored, fanned-out room messages (memory or
+//!   Redis); [`store`]: sessions, presence, membership (memory or Redis);
+//!   [`redis_link`]: how both reach Redis.
+//! - [`cluster`]: heartbeats, session refresh, dead-node cleanup.
+//! - [`config`], [`metrics`].
+
+pub mod auth;
+pub mod broker;
+pub mod cluster;
+pub mod config;
+pub mod history;
+pub mod http;
+pub mod hub;
+pub mod metrics;
+pub mod protocol;
+pub mod redis_link;
+pub mod session;
+pub mod store;
 
 use std::future::Future;
 use std::io;
-use std::time::Duration;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
+use tokio::sync::{watch, Notify};
 
-pub mod config;
-pub mod http;
+use crate::auth::Auth;
+use crate::broker::{Broker, MemoryBus, RedisBroker};
+use crate::cluster::ClusterView;
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+use crate::redis_link::{LinkError, RedisLink};
+use crate::store::{MemoryStore, RedisStore, Store};
 
 pub use config::Config;
-pub use http::{router, AppState};
 
 /// How long shutdown waits for WebSockets to finish their close handshake.
 pub const CLOSE_WAIT: Duration = Duration::from_secs(5);
 
-/// Bind the configured address.
-pub async fn bind(config: &Config) -> io::Result<TcpListener> {
-    TcpListener::bind(config.listen).await
+/// What the nodes of one process share: Redis, or the in-process broker
+/// and store.
+pub enum Backplane {
+    /// No Redis: one process is the whole cluster.
+    Memory {
+        /// Room logs and subscriptions.
+        bus: Arc<MemoryBus>,
+        /// Sessions, presence, workers.
+        store: Arc<MemoryStore>,
+    },
+    /// Redis (standalone or cluster).
+    Redis {
+        /// The connections.
+        link: Arc<RedisLink>,
+        /// Sessions, presence, workers.
+        store: Arc<RedisStore>,
+    },
 }
 
-/// Serve a node on `listener` until `shutdown` resolves; then stop
-/// accepting, close every WebSocket with 1001 and wait (at most
-/// [`CLOSE_WAIT`]) for them to go.
-pub async fn serve<F>(listener: TcpListener, state: AppState, shutdown: F) -> io::Result<()>
+impl Backplane {
+    /// Redis when the config names it, else in memory. Nothing is dialled yet.
+    pub fn new(config: &Config) -> Result<Backplane, LinkError> {
+        Ok(match &config.redis {
+            Some(settings) => {
+                let link = Arc::new(RedisLink::new(settings)?);
+                let store = Arc::new(RedisStore::new(link.conn()));
+                Backplane::Redis { link, store }
+            }
+            None => Backplane::Memory {
+                bus: MemoryBus::new(config.history),
+                store: MemoryStore::new(),
+            },
+        })
+    }
+
+    /// `memory`, `standalone` or `cluster`.
+    pub fn mode(&self) -> &'static str {
+        match self {
+            Backplane::Memory { .. } => "memory",
+            Backplane::Redis { link, .. } => link.mode,
+        }
+    }
+
+    fn store(&self) -> Arc<dyn Store> {
+        match self {
+            Backplane::Memory { store, .. } => store.clone(),
+            Backplane::Redis { store, .. } => store.clone(),
+        }
+    }
+
+    fn broker(&self, config: &Config, hub: Arc<Hub>) -> Arc<dyn Broker> {
+        match self {
+            Backplane::Memory { bus, .. } => Arc::new(bus.attach(&config.worker_id, hub)),
+            Backplane::Redis { link, .. } => Arc::new(RedisBroker::new(
+                link.clone(),
+                &config.worker_id,
+                config.history,
+                hub,
+            )),
+        }
+    }
+}
+
+/// One node: its config and every part it runs with.
+pub struct Node {
+    /// Its settings.
+    pub config: Config,
+    /// Sessions, presence, membership.
+    pub store: Arc<dyn Store>,
+    /// Room messages.
+    pub broker: Arc<dyn Broker>,
+    /// Local connections and rooms.
+    pub hub: Arc<Hub>,
+    /// Its Prometheus metrics.
+    pub metrics: Arc<Metrics>,
+    /// Its connect policy.
+    pub auth: Auth,
+    /// What it knows of the cluster.
+    pub cluster: ClusterView,
+    /// `memory`, `standalone` or `cluster`.
+    pub mode: &'static str,
+    started: Instant,
+    shutting_down: AtomicBool,
+    stopped: watch::Sender<bool>,
+    idle: Notify,
+    /// Session tasks not finished yet (their store cleanup included).
+    running: AtomicUsize,
+    last_error_log: AtomicU64,
+}
+
+impl Node {
+    /// Assemble a node on `backplane`. Nothing runs until [`serve`].
+    pub fn new(config: Config, backplane: &Backplane) -> Arc<Node> {
+        let metrics = Arc::new(Metrics::new(&config.worker_id));
+        let hub = Hub::new(metrics.clone());
+        let broker = backplane.broker(&config, hub.clone());
+        Arc::new(Node {
+            auth: Auth::new(config.jwt_secret.as_deref()),
+            store: backplane.store(),
+            broker,
+            hub,
+            metrics,
+            cluster: ClusterView::default(),
+            mode: backplane.mode(),
+            started: Instant::now(),
+            shutting_down: AtomicBool::new(false),
+            stopped: watch::Sender::new(false),
+            idle: Notify::new(),
+            running: AtomicUsize::new(0),
+            last_error_log: AtomicU64::new(0),
+            config,
+        })
+    }
+
+    /// Count a failed Redis call; log it at most once a second.
+    pub fn redis_error(&self, e: &dyn std::fmt::Display) {
+        self.metrics.redis_errors.inc();
+        let now = self.started.elapsed().as_secs();
+        if self.last_error_log.swap(now, Ordering::Relaxed) != now {
+            tracing::warn!(error = %e, "redis call failed; serving local clients only until it is back");
+        }
+    }
+
+    /// Whether shutdown has begun (new connections are refused).
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Relaxed)
+    }
+
+    /// Seconds since the node started.
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Begin shutdown: refuse new connections, close every WebSocket with
+    /// 1001 so clients reconnect (through the proxy) to another node.
+    pub fn begin_shutdown(&self) {
+        if !self.shutting_down.swap(true, Ordering::Relaxed) {
+            tracing::info!(
+                connections = self.hub.local_connections(),
+                "shutting down: closing websockets with 1001"
+            );
+            self.hub
+                .close_all(protocol::CLOSE_GOING_AWAY, "node shutting down");
+        }
+    }
+
+    /// A receiver that turns true when the node's background work must stop.
+    pub fn stopped(&self) -> watch::Receiver<bool> {
+        self.stopped.subscribe()
+    }
+
+    /// A connection's session task began.
+    pub(crate) fn connection_started(&self) {
+        self.running.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A connection's session task is done, its session released in the store.
+    pub(crate) fn connection_ended(&self) {
+        self.running.fetch_sub(1, Ordering::Relaxed);
+        self.idle.notify_waiters();
+    }
+
+    /// Wait until every connection has ended and released its session, or
+    /// `timeout`. True when none is left.
+    pub async fn wait_idle(&self, timeout: Duration) -> bool {
+        let wait = async {
+            loop {
+                let notified = self.idle.notified();
+                if self.running.load(Ordering::Relaxed) == 0 {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.is_ok()
+    }
+}
+
+/// Serve `node` on `listener` until `shutdown` resolves; then stop
+/// accepting, close every WebSocket with 1001, wait (at most
+/// [`CLOSE_WAIT`]) for them to go, and leave the cluster. Sessions stay in
+/// the store for their clients to resume elsewhere.
+pub async fn serve<F>(listener: TcpListener, node: Arc<Node>, shutdown: F) -> io::Result<()>
 where
     F: Future<Output = ()> + Send + 'static,
 {
-    let app = router(state.clone());
-    let signalled = state.clone();
-    axum::serve(listener, app)
+    let heartbeat = tokio::spawn(cluster::run(node.clone()));
+    cluster::beat(&node).await;
+    let app = http::router(node.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let closing = node.clone();
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;
-            tracing::info!("shutting down: closing websockets");
-            signalled.begin_shutdown();
+            closing.begin_shutdown();
         })
-        .await?;
-    if !state.wait_idle(CLOSE_WAIT).await {
+        .await;
+    node.begin_shutdown();
+    if !node.wait_idle(CLOSE_WAIT).await {
         tracing::warn!(
-            left = state.local_connections(),
+            left = node.hub.local_connections(),
             "websockets still open after {CLOSE_WAIT:?}; dropping them"
         );
     }
-    Ok(())
+    node.stopped.send_replace(true);
+    let _ = heartbeat.await;
+    if let Err(e) = node.store.leave(&node.config.worker_id).await {
+        node.redis_error(&e);
+    }
+    served
 }
 
-/// Bind and serve `config` until `shutdown` resolves.
-pub async fn run<F>(config: Config, shutdown: F) -> io::Result<()>
+/// Why a node could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The Redis settings are unusable.
+    #[error(transparent)]
+    Redis(#[from] LinkError),
+    /// The listener could not be bound or failed.
+    #[error("listener: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// Bind the configured address and serve until `shutdown` resolves.
+pub async fn run<F>(config: Config, shutdown: F) -> Result<(), RunError>
 where
     F: Future<Output = ()> + Send + 'static,
 {
-    let listener = bind(&config).await?;
-    if config.redis_url.is_some() {
-        tracing::warn!("REDIS_URL is set, but this build has no Redis support yet: running single-node, in memory");
-    }
+    let backplane = Backplane::new(&config)?;
+    let listener = TcpListener::bind(config.listen).await?;
+    let node = Node::new(config, &backplane);
     tracing::info!(
         listen = %listener.local_addr()?,
-        worker_id = %config.worker_id,
+        worker_id = %node.config.worker_id,
+        mode = node.mode,
         "ringway-backend listening"
     );
-    serve(listener, AppState::new(config.worker_id), shutdown).await
+    serve(listener, node, shutdown).await?;
+    Ok(())
 }

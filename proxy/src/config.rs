@@ -748,8 +748,7 @@ fn validate_upstream(p: &mut Problems, name: &str, raw: RawUpstream) -> Upstream
         }
     };
     let balance_factor = match raw.balance_factor {
-        None => None,
-        Some(f) if f == 0.0 => None,
+        None | Some(0.0) => None,
         Some(f) if f.is_finite() && f > 1.0 => Some(f),
         Some(f) => {
             p.add(at("balance_factor"), format!("{f} must be 0 (off) or greater than 1 (1.25 caps a server at 125% of the mean load)"));

@@ -9,7 +9,9 @@
 //! test leaves nothing behind. Readiness is waited on (a port that answers,
 //! an endpoint that says 200), never slept for.
 
+pub mod backend;
 pub mod configs;
+pub mod contracts;
 pub mod sticky;
 
 use std::collections::{BTreeMap, HashSet};
@@ -427,7 +429,7 @@ pub async fn ws_recv_text(ws: &mut WsClient) -> Result<String, String> {
             Err(_) => return Err("no message within 10 s".into()),
             Ok(None) => return Err("connection ended".into()),
             Ok(Some(Err(e))) => return Err(format!("websocket error: {e}")),
-            Ok(Some(Ok(Message::Text(t)))) => return Ok(t),
+            Ok(Some(Ok(Message::Text(t)))) => return Ok(t.to_string()),
             Ok(Some(Ok(Message::Close(c)))) => return Err(format!("closed: {c:?}")),
             Ok(Some(Ok(_))) => continue,
         }

@@ -240,7 +240,9 @@ async fn echo(stream: TcpStream, leftover: BytesMut, me: &Listener) -> anyhow::R
         WebSocketStream::from_partially_read(stream, leftover.to_vec(), Role::Server, None).await;
     while let Some(msg) = ws.next().await {
         match msg? {
-            Message::Text(t) if t == "whoami" => ws.send(Message::Text(me.name.clone())).await?,
+            Message::Text(t) if t == "whoami" => {
+                ws.send(Message::Text(me.name.clone().into())).await?
+            }
             m @ (Message::Text(_) | Message::Binary(_)) => ws.send(m).await?,
             Message::Close(_) => break,
             _ => {}

@@ -1,0 +1,552 @@
+//! Client protocol v1 (`docs/PROTOCOL.md`): parsing client frames and
+//! rendering server frames. Pure: no I/O, no state.
+//!
+//! Parsing is two-stage so that every failure has the right code: first the
+//! frame must be a JSON object with a string `type` (else `bad_json`), then
+//! each field is read with its own type (else `bad_request`, naming the
+//! field). Publish payloads stay raw JSON text from socket to subscribers:
+//! they are never re-serialized.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::history::Position;
+
+/// Close code: normal closure.
+pub const CLOSE_NORMAL: u16 = 1000;
+/// Close code: the node is going away (shutdown); reconnect elsewhere.
+pub const CLOSE_GOING_AWAY: u16 = 1001;
+/// Close code: policy violation (the rate limit kept being exceeded).
+pub const CLOSE_POLICY: u16 = 1008;
+/// Close code: a message too big to process.
+pub const CLOSE_TOO_BIG: u16 = 1009;
+/// Close code: try again later (the client read too slowly).
+pub const CLOSE_TRY_AGAIN: u16 = 1013;
+/// Close code: the session was resumed on another connection.
+pub const CLOSE_SUPERSEDED: u16 = 4001;
+/// Close code: the client stopped answering heartbeats.
+pub const CLOSE_HEARTBEAT_TIMEOUT: u16 = 4408;
+
+/// Longest room name, in bytes.
+pub const MAX_ROOM_LEN: usize = 128;
+/// Longest user id, in bytes.
+pub const MAX_USER_LEN: usize = 64;
+/// Longest session id, in bytes.
+pub const MAX_SID_LEN: usize = 128;
+/// The room every connection is in; `broadcast` writes into it.
+pub const BROADCAST_ROOM: &str = "*";
+
+/// The `code` of an error frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// Not a JSON object with a string `type`.
+    BadJson,
+    /// `type` names no client frame.
+    UnknownType,
+    /// A field is missing or of the wrong type.
+    BadRequest,
+    /// A room name breaks the naming rules.
+    BadRoom,
+    /// The user may not do this (another's inbox, a reserved room).
+    Forbidden,
+    /// A binary frame; the protocol is JSON text.
+    BinaryUnsupported,
+    /// The per-connection rate was exceeded; the frame was dropped.
+    RateLimited,
+    /// Redis is unreachable; nothing was stored or sent.
+    Unavailable,
+}
+
+impl ErrorCode {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadJson => "bad_json",
+            ErrorCode::UnknownType => "unknown_type",
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::BadRoom => "bad_room",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::BinaryUnsupported => "binary_unsupported",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// A frame the client sent, with borrowed raw JSON where it is passed on.
+#[derive(Debug)]
+pub enum ClientFrame<'a> {
+    /// Join a room, optionally recovering from a position.
+    Join {
+        /// The room.
+        room: String,
+        /// Last position the client received.
+        since: Option<Position>,
+    },
+    /// Leave a room.
+    Leave {
+        /// The room.
+        room: String,
+    },
+    /// Store and deliver to a room.
+    Publish {
+        /// The room.
+        room: String,
+        /// The payload, verbatim.
+        data: &'a RawValue,
+    },
+    /// Deliver to every connection of a user.
+    Direct {
+        /// The recipient user id.
+        to: String,
+        /// The payload, verbatim.
+        data: &'a RawValue,
+    },
+    /// Deliver to every connection.
+    Broadcast {
+        /// The payload, verbatim.
+        data: &'a RawValue,
+    },
+    /// Who is in a room.
+    Presence {
+        /// The room.
+        room: String,
+    },
+    /// Liveness check.
+    Ping,
+}
+
+/// A parsed client frame and the `id` to echo in its answer.
+#[derive(Debug)]
+pub struct Request<'a> {
+    /// What was asked.
+    pub frame: ClientFrame<'a>,
+    /// The client's request id (a JSON string or number), verbatim.
+    pub id: Option<&'a RawValue>,
+}
+
+/// Why a client frame was refused: the error frame to send back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProtocolError {
+    /// The error code.
+    pub code: ErrorCode,
+    /// A sentence for humans.
+    pub message: String,
+    /// The client's request id, verbatim JSON, if it could be read.
+    pub id: Option<String>,
+}
+
+impl ProtocolError {
+    /// An error without a request id.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ProtocolError {
+            code,
+            message: message.into(),
+            id: None,
+        }
+    }
+
+    /// Attach the request id it answers.
+    pub fn with_id(mut self, id: Option<&RawValue>) -> Self {
+        self.id = id.map(|r| r.get().to_owned());
+        self
+    }
+
+    /// The error frame.
+    pub fn frame(&self) -> String {
+        error_frame(self.code, &self.message, self.id.as_deref())
+    }
+}
+
+#[derive(Deserialize)]
+struct Since {
+    epoch: String,
+    offset: u64,
+}
+
+/// Parse one text frame.
+pub fn parse(text: &str) -> Result<Request<'_>, ProtocolError> {
+    let fields: HashMap<&str, &RawValue> = serde_json::from_str(text)
+        .map_err(|_| ProtocolError::new(ErrorCode::BadJson, "a frame must be a JSON object"))?;
+    let id = fields.get("id").copied();
+    if let Some(raw) = id {
+        let t = raw.get().as_bytes()[0];
+        if !(t == b'"' || t == b'-' || t.is_ascii_digit()) {
+            return Err(ProtocolError::new(
+                ErrorCode::BadRequest,
+                "`id` must be a string or a number",
+            ));
+        }
+    }
+    let kind: String = match fields.get("type") {
+        Some(raw) => serde_json::from_str(raw.get()).map_err(|_| {
+            ProtocolError::new(ErrorCode::BadJson, "`type` must be a string").with_id(id)
+        })?,
+        None => {
+            return Err(
+                ProtocolError::new(ErrorCode::BadJson, "a frame needs a `type`").with_id(id),
+            )
+        }
+    };
+    let frame = match kind.as_str() {
+        "join" => ClientFrame::Join {
+            room: field(&fields, "room")?,
+            since: optional::<Since>(&fields, "since")?.map(|s| Position {
+                epoch: s.epoch,
+                offset: s.offset,
+            }),
+        },
+        "leave" => ClientFrame::Leave {
+            room: field(&fields, "room")?,
+        },
+        "publish" => ClientFrame::Publish {
+            room: field(&fields, "room")?,
+            data: raw_field(&fields, "data")?,
+        },
+        "direct" => ClientFrame::Direct {
+            to: field(&fields, "to")?,
+            data: raw_field(&fields, "data")?,
+        },
+        "broadcast" => ClientFrame::Broadcast {
+            data: raw_field(&fields, "data")?,
+        },
+        "presence" => ClientFrame::Presence {
+            room: field(&fields, "room")?,
+        },
+        "ping" => ClientFrame::Ping,
+        other => {
+            return Err(ProtocolError::new(
+                ErrorCode::UnknownType,
+                format!("unknown frame type `{}`", truncate(other, 64)),
+            )
+            .with_id(id))
+        }
+    };
+    Ok(Request { frame, id })
+}
+
+fn field<T: serde::de::DeserializeOwned>(
+    fields: &HashMap<&str, &RawValue>,
+    name: &str,
+) -> Result<T, ProtocolError> {
+    optional(fields, name)?.ok_or_else(|| {
+        ProtocolError::new(ErrorCode::BadRequest, format!("`{name}` is required"))
+            .with_id(fields.get("id").copied())
+    })
+}
+
+fn optional<T: serde::de::DeserializeOwned>(
+    fields: &HashMap<&str, &RawValue>,
+    name: &str,
+) -> Result<Option<T>, ProtocolError> {
+    match fields.get(name) {
+        None => Ok(None),
+        Some(raw) if raw.get() == "null" => Ok(None),
+        Some(raw) => serde_json::from_str(raw.get()).map(Some).map_err(|_| {
+            ProtocolError::new(
+                ErrorCode::BadRequest,
+                format!("`{name}` has the wrong type"),
+            )
+            .with_id(fields.get("id").copied())
+        }),
+    }
+}
+
+fn raw_field<'a>(
+    fields: &HashMap<&str, &'a RawValue>,
+    name: &str,
+) -> Result<&'a RawValue, ProtocolError> {
+    fields.get(name).copied().ok_or_else(|| {
+        ProtocolError::new(ErrorCode::BadRequest, format!("`{name}` is required"))
+            .with_id(fields.get("id").copied())
+    })
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+/// What kind of room a name denotes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoomKind<'a> {
+    /// An ordinary room.
+    Plain,
+    /// A user's inbox, `@<user>`.
+    Inbox(&'a str),
+    /// The broadcast room `*`.
+    Broadcast,
+}
+
+fn is_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-_.:~@+".contains(&b)
+}
+
+/// Check a room name and say what kind it is.
+pub fn room_kind(room: &str) -> Result<RoomKind<'_>, ProtocolError> {
+    if room == BROADCAST_ROOM {
+        return Ok(RoomKind::Broadcast);
+    }
+    let bad = || {
+        ProtocolError::new(
+            ErrorCode::BadRoom,
+            format!(
+                "room names are 1-{MAX_ROOM_LEN} characters of A-Z a-z 0-9 - _ . : ~ @ + /; `@user` is an inbox and `*` the broadcast room"
+            ),
+        )
+    };
+    if room.is_empty() || room.len() > MAX_ROOM_LEN {
+        return Err(bad());
+    }
+    if let Some(user) = room.strip_prefix('@') {
+        return if valid_user(user) {
+            Ok(RoomKind::Inbox(user))
+        } else {
+            Err(bad())
+        };
+    }
+    if room.bytes().all(|b| is_name_byte(b) || b == b'/') {
+        Ok(RoomKind::Plain)
+    } else {
+        Err(bad())
+    }
+}
+
+/// Is this a usable user id (1-64 characters of `A-Z a-z 0-9 - _ . : ~ @ +`)?
+pub fn valid_user(user: &str) -> bool {
+    !user.is_empty() && user.len() <= MAX_USER_LEN && user.bytes().all(is_name_byte)
+}
+
+/// Is this a usable session id (1-128 characters of `A-Z a-z 0-9 - _ . : ~`)?
+pub fn valid_sid(sid: &str) -> bool {
+    !sid.is_empty()
+        && sid.len() <= MAX_SID_LEN
+        && sid
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:~".contains(&b))
+}
+
+/// The inbox room of a user.
+pub fn inbox(user: &str) -> String {
+    format!("@{user}")
+}
+
+/// A JSON string literal.
+pub fn json_str(s: &str) -> String {
+    serde_json::to_string(s).expect("strings serialize")
+}
+
+/// `{"type":"welcome",…}`.
+pub fn welcome_frame(
+    sid: &str,
+    worker_id: &str,
+    user: &str,
+    resumed: bool,
+    rooms: &[String],
+) -> String {
+    serde_json::json!({
+        "type": "welcome",
+        "sid": sid,
+        "worker_id": worker_id,
+        "user": user,
+        "resumed": resumed,
+        "rooms": rooms,
+    })
+    .to_string()
+}
+
+/// `{"type":"joined",…}`.
+pub fn joined_frame(room: &str, position: &Position, recovered: bool) -> String {
+    format!(
+        r#"{{"type":"joined","room":{},"epoch":{},"offset":{},"recovered":{recovered}}}"#,
+        json_str(room),
+        json_str(&position.epoch),
+        position.offset
+    )
+}
+
+/// `{"type":"left",…}`.
+pub fn left_frame(room: &str) -> String {
+    format!(r#"{{"type":"left","room":{}}}"#, json_str(room))
+}
+
+/// `{"type":"ack",…}`: `id` is verbatim JSON.
+pub fn ack_frame(id: &str, room: &str, position: &Position) -> String {
+    format!(
+        r#"{{"type":"ack","id":{id},"room":{},"epoch":{},"offset":{}}}"#,
+        json_str(room),
+        json_str(&position.epoch),
+        position.offset
+    )
+}
+
+/// `{"type":"presence",…}`.
+pub fn presence_frame(room: &str, users: &[String]) -> String {
+    serde_json::json!({"type": "presence", "room": room, "users": users}).to_string()
+}
+
+/// `{"type":"pong"}`.
+pub const PONG_FRAME: &str = r#"{"type":"pong"}"#;
+
+/// `{"type":"error",…}`: `id` is verbatim JSON.
+pub fn error_frame(code: ErrorCode, message: &str, id: Option<&str>) -> String {
+    let mut out = format!(
+        r#"{{"type":"error","code":"{}","message":{}"#,
+        code.as_str(),
+        json_str(message)
+    );
+    if let Some(id) = id {
+        let _ = write!(out, r#","id":{id}"#);
+    }
+    out.push('}');
+    out
+}
+
+/// The stored and published part of a message, rendered once by the
+/// publisher: `"from":…,"ts":…,"data":…`. Nodes splice it into each
+/// `message` frame without parsing it.
+pub fn message_body(from: &str, ts_ms: u64, data: &RawValue) -> String {
+    format!(
+        r#""from":{},"ts":{ts_ms},"data":{}"#,
+        json_str(from),
+        data.get()
+    )
+}
+
+/// `{"type":"message",…}` from a stored body.
+pub fn message_frame(room: &str, epoch: &str, offset: u64, body: &str) -> String {
+    format!(
+        r#"{{"type":"message","room":{},"epoch":{},"offset":{offset},{body}}}"#,
+        json_str(room),
+        json_str(epoch)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    fn code_of(text: &str) -> ErrorCode {
+        parse(text).unwrap_err().code
+    }
+
+    #[test]
+    fn frames_parse() {
+        let r =
+            parse(r#"{"type":"join","room":"lobby","since":{"epoch":"e1","offset":4}}"#).unwrap();
+        match r.frame {
+            ClientFrame::Join { room, since } => {
+                assert_eq!(room, "lobby");
+                assert_eq!(
+                    since,
+                    Some(Position {
+                        epoch: "e1".into(),
+                        offset: 4
+                    })
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        let r = parse(r#"{"type":"publish","room":"r","data":{"a":[1,2]},"id":7}"#).unwrap();
+        match r.frame {
+            ClientFrame::Publish { data, .. } => assert_eq!(data.get(), r#"{"a":[1,2]}"#),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(r.id.unwrap().get(), "7");
+        assert!(matches!(
+            parse(r#"{"type":"ping"}"#).unwrap().frame,
+            ClientFrame::Ping
+        ));
+        assert!(matches!(
+            parse(r#"{"type":"join","room":"r","since":null}"#)
+                .unwrap()
+                .frame,
+            ClientFrame::Join { since: None, .. }
+        ));
+    }
+
+    #[test]
+    fn bad_frames_get_their_codes() {
+        assert_eq!(code_of("not json"), ErrorCode::BadJson);
+        assert_eq!(code_of("[1,2]"), ErrorCode::BadJson);
+        assert_eq!(code_of(r#"{"room":"x"}"#), ErrorCode::BadJson);
+        assert_eq!(code_of(r#"{"type":5}"#), ErrorCode::BadJson);
+        assert_eq!(code_of(r#"{"type":"dance"}"#), ErrorCode::UnknownType);
+        assert_eq!(code_of(r#"{"type":"join"}"#), ErrorCode::BadRequest);
+        assert_eq!(
+            code_of(r#"{"type":"join","room":3}"#),
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            code_of(r#"{"type":"publish","room":"r"}"#),
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            code_of(r#"{"type":"join","room":"r","since":{"epoch":"e"}}"#),
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            code_of(r#"{"type":"ping","id":{"x":1}}"#),
+            ErrorCode::BadRequest
+        );
+    }
+
+    #[test]
+    fn errors_echo_the_request_id() {
+        let e = parse(r#"{"type":"dance","id":"q1"}"#).unwrap_err();
+        let v: Value = serde_json::from_str(&e.frame()).unwrap();
+        assert_eq!(v["type"], "error");
+        assert_eq!(v["code"], "unknown_type");
+        assert_eq!(v["id"], "q1");
+    }
+
+    #[test]
+    fn room_names() {
+        assert_eq!(room_kind("lobby/eu-1").unwrap(), RoomKind::Plain);
+        assert_eq!(room_kind("@alice").unwrap(), RoomKind::Inbox("alice"));
+        assert_eq!(room_kind("*").unwrap(), RoomKind::Broadcast);
+        for bad in ["", "@", "a b", "a{b}", "x*", &"r".repeat(129)] {
+            assert_eq!(
+                room_kind(bad).unwrap_err().code,
+                ErrorCode::BadRoom,
+                "{bad:?}"
+            );
+        }
+        assert!(valid_user("bob@example.com"));
+        assert!(!valid_user("bob/x"));
+        assert!(valid_sid("9b1c-aa:1"));
+        assert!(!valid_sid("a b"));
+    }
+
+    #[test]
+    fn rendered_frames_are_json() {
+        let data: Box<RawValue> = serde_json::from_str(r#"{"text":"hé \"q\""}"#).unwrap();
+        let body = message_body("bo\"b", 12, &data);
+        let frame = message_frame("lobby", "ep", 42, &body);
+        let v: Value = serde_json::from_str(&frame).unwrap();
+        assert_eq!(v["type"], "message");
+        assert_eq!(v["from"], "bo\"b");
+        assert_eq!(v["offset"], 42);
+        assert_eq!(v["data"]["text"], "hé \"q\"");
+        let pos = Position {
+            epoch: "e".into(),
+            offset: 3,
+        };
+        for f in [
+            joined_frame("r", &pos, true),
+            ack_frame("\"id\"", "r", &pos),
+            left_frame("r"),
+            presence_frame("r", &["a".into()]),
+            error_frame(ErrorCode::Forbidden, "no", Some("1")),
+            welcome_frame("s", "w", "u", false, &["*".into()]),
+        ] {
+            serde_json::from_str::<Value>(&f).unwrap_or_else(|e| panic!("{f}: {e}"));
+        }
+    }
+}
