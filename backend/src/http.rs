@@ -1,4 +1,4 @@
-//! The node's HTTP face: `/ws` (the upgrade, after the connect policy),
+//! The node's HTTP face: `/` (a demo page), `/ws` (the upgrade, after the connect policy),
 //! `/health` (the deployment guides' JSON, from a real Redis round trip
 //! and pub/sub probe), `/api/websocket/stats`, `/metrics`, and the
 //! `X-WebSocket-*` headers on every response.
@@ -10,7 +10,7 @@ use axum::extract::ws::{rejection::WebSocketUpgradeRejection, WebSocketUpgrade};
 use axum::extract::{Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -38,6 +38,7 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// (404s and refused upgrades included).
 pub fn router(node: Arc<Node>) -> Router {
     Router::new()
+        .route("/", get(demo))
         .route("/ws", get(websocket))
         .route("/health", get(health))
         .route("/api/websocket/stats", get(stats))
@@ -76,6 +77,12 @@ struct WsQuery {
 
 fn refuse(status: StatusCode, why: impl Into<String>) -> Response {
     (status, Json(json!({"error": why.into()}))).into_response()
+}
+
+/// `GET /`: a small chat page speaking protocol v1, so a fresh cluster can
+/// be tried (and a node killed under it) from a browser.
+async fn demo() -> Html<&'static str> {
+    Html(include_str!("demo.html"))
 }
 
 /// `GET /ws`: check the connect policy, then upgrade.

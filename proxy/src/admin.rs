@@ -37,7 +37,7 @@ pub fn stats_json(runtime: &Runtime) -> Value {
             let servers: Vec<Value> = pool.servers.iter().map(|s| server_json(s)).collect();
             let up = pool.servers.iter().filter(|s| s.is_available()).count();
             let doc = json!({
-                "balance": format!("{:?}", pool.settings.balance),
+                "balance": pool.settings.balance,
                 "servers_up": up,
                 "servers": servers,
             });

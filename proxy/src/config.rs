@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// A validated configuration, ready to build a runtime from.
 #[derive(Debug, Clone, PartialEq)]
@@ -139,7 +139,7 @@ fn strip_port(host: &str) -> &str {
 }
 
 /// How a pool spreads requests over its servers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Balance {
     /// Ketama consistent hashing on the sticky key (nginx `hash … consistent`).

@@ -54,15 +54,22 @@ pub fn free_addr() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], free_port()))
 }
 
-/// A workspace binary built in the same target dir and profile as this test.
+/// A workspace binary built in the same target dir and profile as the
+/// running executable: a test (`target/<profile>/deps/<test>`) or a tool
+/// of the workspace (`target/<profile>/<tool>`).
 pub fn target_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
-    // target/<profile>/deps/<test> → target/<profile>/<name>
-    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
-    let bin = dir.join(name);
+    let dir = exe.parent().expect("exe dir");
+    let profile_dir = if dir.ends_with("deps") {
+        dir.parent().expect("target dir")
+    } else {
+        dir
+    };
+    let bin = profile_dir.join(name);
     assert!(
         bin.exists(),
-        "binary {name} not built: run \"cargo build --workspace --bins\" first (scripts/test.sh does this)"
+        "binary {name} not built in {}: run \"cargo build --workspace --bins\" first (scripts/test.sh does this)",
+        profile_dir.display()
     );
     bin
 }
@@ -81,6 +88,15 @@ impl Child {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = dir.path().join("output.log");
         let file = std::fs::File::create(&log).expect("log file");
+        // If the test process dies without unwinding (killed, aborted),
+        // its children die with it instead of holding ports.
+        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
         let inner = cmd
             .stdin(Stdio::null())
             .stdout(file.try_clone().expect("dup log"))

@@ -34,6 +34,21 @@ async fn a_session_survives_its_node_through_the_proxy() {
     let proxy = Proxy::start(&config.toml()).await;
     let ws = |sid: &str, user: &str| format!("ws://{}/ws?sid={sid}&user={user}", proxy.listen);
 
+    // Plain HTTP reaches the nodes too: the demo page, with the node headers.
+    let page = ringway_tests::http_client()
+        .get(proxy.url("/?sid=sticky-1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.headers().contains_key("x-websocket-worker-id"));
+    assert!(page.text().await.unwrap().contains("Ringway demo"));
+    let stats = proxy.stats().await;
+    assert_eq!(
+        stats["upstreams"]["app"]["balance"], "consistent-hash",
+        "{stats}"
+    );
+
     // Stickiness: the same sid lands on the same node, every time.
     let mut homes = HashSet::new();
     for _ in 0..5 {

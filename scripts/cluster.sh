@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# A working local cluster: ringway-proxy in front of three ringway-backend
+# nodes. With redis-server installed, a private one (its own port and
+# directory, nothing saved) backs the nodes as in production; without it,
+# the three nodes run in one process and share an in-process broker.
+# Runs in the foreground; Ctrl-C stops everything it started.
+#
+# Ports (override with the environment): RINGWAY_HTTP_PORT (8080),
+# RINGWAY_ADMIN_PORT (9090), RINGWAY_BACKEND_PORT (9001, 9002, 9003),
+# RINGWAY_REDIS_PORT (6390). RINGWAY_PROFILE=release builds optimised.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/deps.sh
+
+http_port=${RINGWAY_HTTP_PORT:-8080}
+admin_port=${RINGWAY_ADMIN_PORT:-9090}
+backend_port=${RINGWAY_BACKEND_PORT:-9001}
+redis_port=${RINGWAY_REDIS_PORT:-6390}
+profile=${RINGWAY_PROFILE:-dev}
+run_dir=target/dev-cluster
+
+ensure_build_packages
+
+port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+ports=("$http_port" "$admin_port" "$backend_port" $((backend_port + 1)) $((backend_port + 2)))
+have redis-server && ports+=("$redis_port")
+for p in "${ports[@]}"; do
+  port_in_use "$p" && die "port $p is already in use on 127.0.0.1; stop what uses it or set RINGWAY_*_PORT (see the top of $0)"
+done
+
+echo "==> building ringway-proxy and ringway-backend ($profile)"
+cargo build --profile "$profile" --locked --workspace --bins
+bin_dir=target/$([ "$profile" = dev ] && echo debug || echo "$profile")
+
+rm -rf "$run_dir"
+mkdir -p "$run_dir/redis"
+pids=()
+stop() {
+  trap - INT TERM EXIT
+  echo
+  echo "==> stopping"
+  [ ${#pids[@]} -gt 0 ] && kill "${pids[@]}" 2>/dev/null
+  wait 2>/dev/null || true
+}
+trap stop INT TERM EXIT
+
+# wait_for PORT NAME LOG: until 127.0.0.1:PORT accepts, or fail showing LOG.
+wait_for() {
+  for _ in $(seq 1 200); do
+    port_in_use "$1" && return 0
+    sleep 0.05
+  done
+  tail -n 20 "$3" >&2 || true
+  die "$2 did not start on port $1 (log: $3)"
+}
+
+if have redis-server; then
+  mode="Redis (private redis-server on 127.0.0.1:$redis_port)"
+  redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no \
+    --dir "$run_dir/redis" >"$run_dir/redis.log" 2>&1 &
+  pids+=($!)
+  wait_for "$redis_port" redis-server "$run_dir/redis.log"
+  for i in 1 2 3; do
+    PORT=$((backend_port + i - 1)) WORKER_ID=node-$i NODE_ID=$(hostname) \
+      REDIS_URL=redis://127.0.0.1:$redis_port WS_HEARTBEAT_INTERVAL=5 \
+      "$bin_dir/ringway-backend" >"$run_dir/node-$i.log" 2>&1 &
+    pids+=($!)
+  done
+else
+  mode="in-process broker (redis-server is not installed: one process runs the three nodes)"
+  PORT=$backend_port WORKER_ID=node NODE_ID=$(hostname) \
+    "$bin_dir/ringway-backend" --nodes 3 >"$run_dir/nodes.log" 2>&1 &
+  pids+=($!)
+fi
+for i in 0 1 2; do
+  wait_for $((backend_port + i)) "backend node $((i + 1))" "$run_dir"/node*.log
+done
+
+cat >"$run_dir/ringway.toml" <<TOML
+# Written by scripts/cluster.sh.
+[server]
+threads = 2
+grace_period = "5s"
+
+[admin]
+listen = "127.0.0.1:$admin_port"
+
+[[listener]]
+listen = "127.0.0.1:$http_port"
+
+[[route]]
+host = "*"
+path_prefix = "/"
+upstream = "chat"
+
+[upstream.chat]
+balance = "consistent-hash"
+hash_key = ["cookie:sid", "query:sid", "header:x-session-id", "client-ip"]
+balance_factor = 1.25
+servers = [
+  { addr = "127.0.0.1:$backend_port" },
+  { addr = "127.0.0.1:$((backend_port + 1))" },
+  { addr = "127.0.0.1:$((backend_port + 2))" },
+]
+[upstream.chat.health_check]
+kind = "http"
+path = "/health"
+interval = "2s"
+timeout = "1s"
+rise = 2
+fall = 3
+TOML
+"$bin_dir/ringway-proxy" --config "$run_dir/ringway.toml" --check >/dev/null
+"$bin_dir/ringway-proxy" --config "$run_dir/ringway.toml" >"$run_dir/proxy.log" 2>&1 &
+pids+=($!)
+wait_for "$admin_port" ringway-proxy "$run_dir/proxy.log"
+wait_for "$http_port" ringway-proxy "$run_dir/proxy.log"
+
+cat <<TXT
+
+Ringway is up: ringway-proxy on :$http_port in front of 3 backend nodes, sharing state through
+$mode.
+
+  Chat in a browser    http://127.0.0.1:$http_port/        (open two tabs; sessions stick to a node)
+  WebSocket            ws://127.0.0.1:$http_port/ws?sid=demo-1&user=alice   (protocol: docs/PROTOCOL.md)
+  Proxy stats          http://127.0.0.1:$admin_port/stats.json
+  Node health          http://127.0.0.1:$backend_port/health   (and :$((backend_port + 1)), :$((backend_port + 2)))
+  Cluster stats        http://127.0.0.1:$backend_port/api/websocket/stats
+  Metrics              http://127.0.0.1:$backend_port/metrics
+  Logs and config      $run_dir/
+
+Kill a node (kill the process listening on :$backend_port) and reconnect with the same sid: the proxy
+sends you to a survivor, which resumes the session. Ctrl-C stops everything.
+TXT
+wait -n "${pids[@]}" || true
+echo "a process of the cluster exited; see $run_dir/*.log" >&2
