@@ -209,3 +209,51 @@ async fn connect_failures_are_retried_on_another_server() {
     assert_eq!(dead_entry["connect_errors"], 20, "{dead_entry}");
     assert_eq!(dead_entry["retries"], 20, "{dead_entry}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_request_that_reached_a_server_is_not_retried() {
+    let fx = Fixture::start(&["h1", "h2", "h3"], FixtureOpts::default()).await;
+    let proxy = Proxy::start(&ProxyConfig::over(fx.addrs.values().copied()).toml()).await;
+    let client = http_client();
+    let hangups = || async {
+        let mut total = 0;
+        for addr in fx.addrs.values() {
+            let doc: serde_json::Value = client
+                .get(format!("http://{addr}/stats"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            total += doc.as_object().unwrap().values().next().unwrap()["hangups"]
+                .as_u64()
+                .unwrap();
+        }
+        total
+    };
+    let post = client
+        .post(proxy.url("/hang-up?sid=p1"))
+        .body("do it once")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(post.status(), 502);
+    assert_eq!(
+        hangups().await,
+        1,
+        "a POST that reached a server was sent again"
+    );
+    // A GET on a fresh upstream connection is not retried either.
+    let get = client
+        .get(proxy.url("/hang-up?sid=g1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(get.status(), 502);
+    assert_eq!(
+        hangups().await,
+        2,
+        "a GET that reached a server was sent again"
+    );
+}

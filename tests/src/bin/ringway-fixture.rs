@@ -2,7 +2,9 @@
 //!
 //! One process serves any number of named listeners. Each answers plain
 //! HTTP/1.1 (keep-alive) with its name, reflects request headers, answers
-//! `/health`, and runs a WebSocket echo that also tells its name. Two
+//! `/health`, and runs a WebSocket echo that also tells its name;
+//! `/hang-up` reads the request and closes without answering, and `/stats`
+//! counts what each listener served. Two
 //! misbehaving modes exist for the tests that need them: `--eager-101`
 //! writes `101` before reading the request (the trigger of Pingora #946),
 //! and `--reset` accepts and resets every connection.
@@ -51,6 +53,8 @@ struct Listener {
     health_status: u16,
     http: AtomicU64,
     ws: AtomicU64,
+    /// Requests to `/hang-up`, each read whole and answered by closing.
+    hangups: AtomicU64,
 }
 
 #[tokio::main]
@@ -69,6 +73,7 @@ async fn main() -> anyhow::Result<()> {
             health_status: opts.health_status,
             http: AtomicU64::new(0),
             ws: AtomicU64::new(0),
+            hangups: AtomicU64::new(0),
         });
         tokio::spawn(async move {
             loop {
@@ -152,6 +157,11 @@ async fn serve(mut stream: TcpStream, me: Arc<Listener>) -> anyhow::Result<()> {
             me.ws.fetch_add(1, Relaxed);
             return echo(stream, buf, &me).await;
         }
+        if head.target.starts_with("/hang-up") {
+            // The request reached us; no answer comes back.
+            me.hangups.fetch_add(1, Relaxed);
+            return Ok(());
+        }
         me.http.fetch_add(1, Relaxed);
         let close = head
             .header("connection")
@@ -195,7 +205,11 @@ fn respond(head: &Head, me: &Listener) -> (u16, &'static str, String) {
             )
         }
         "/stats" => {
-            let doc = serde_json::json!({ &me.name: { "http": me.http.load(Relaxed), "ws": me.ws.load(Relaxed) } });
+            let doc = serde_json::json!({ &me.name: {
+                "http": me.http.load(Relaxed),
+                "ws": me.ws.load(Relaxed),
+                "hangups": me.hangups.load(Relaxed),
+            } });
             (200, "application/json", doc.to_string())
         }
         _ => (200, "text/plain", me.name.clone()),
