@@ -273,25 +273,60 @@ pub enum RunError {
     /// The Redis settings are unusable.
     #[error(transparent)]
     Redis(#[from] LinkError),
-    /// The listener could not be bound or failed.
+    /// The listen address could not be bound.
+    #[error("binding {0}: {1}")]
+    Bind(SocketAddr, io::Error),
+    /// The listener failed while serving.
     #[error("listener: {0}")]
     Io(#[from] io::Error),
 }
 
-/// Bind the configured address and serve until `shutdown` resolves.
-pub async fn run<F>(config: Config, shutdown: F) -> Result<(), RunError>
+/// Run `count` nodes (1 in production; more for a development cluster in
+/// one process) on one backplane until `shutdown` resolves. Node *i* listens
+/// on the configured port + *i* and is named `WORKER_ID-<i+1>` when there
+/// are several.
+pub async fn run<F>(base: Config, count: u16, shutdown: F) -> Result<(), RunError>
 where
     F: Future<Output = ()> + Send + 'static,
 {
-    let backplane = Backplane::new(&config)?;
-    let listener = TcpListener::bind(config.listen).await?;
-    let node = Node::new(config, &backplane);
-    tracing::info!(
-        listen = %listener.local_addr()?,
-        worker_id = %node.config.worker_id,
-        mode = node.mode,
-        "ringway-backend listening"
-    );
-    serve(listener, node, shutdown).await?;
+    let backplane = Backplane::new(&base)?;
+    let (stop, stopped) = watch::channel(false);
+    let mut nodes = Vec::new();
+    for i in 0..count.max(1) {
+        let mut config = base.clone();
+        if count > 1 {
+            config.listen.set_port(base.listen.port() + i);
+            config.worker_id = format!("{}-{}", base.worker_id, i + 1);
+        }
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| RunError::Bind(config.listen, e))?;
+        let node = Node::new(config, &backplane);
+        tracing::info!(
+            listen = %local_addr_text(&listener),
+            worker_id = %node.config.worker_id,
+            mode = node.mode,
+            "ringway-backend listening"
+        );
+        let mut stopped = stopped.clone();
+        let node_shutdown = async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        };
+        nodes.push(tokio::spawn(serve(listener, node, node_shutdown)));
+    }
+    shutdown.await;
+    stop.send_replace(true);
+    for node in nodes {
+        match node.await {
+            Ok(served) => served?,
+            Err(e) => return Err(RunError::Io(io::Error::other(e))),
+        }
+    }
     Ok(())
+}
+
+fn local_addr_text(listener: &TcpListener) -> String {
+    listener
+        .local_addr()
+        .map_or_else(|e| e.to_string(), |a| a.to_string())
 }

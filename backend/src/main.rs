@@ -1,12 +1,8 @@
 //! `ringway-backend` binary: parse the CLI, start the node (or `--nodes N`
 //! of them sharing one backplane), stop on SIGTERM or Ctrl-C.
 
-use anyhow::Context;
 use clap::Parser;
 use ringway_backend::config::{Cli, Config};
-use ringway_backend::{Backplane, Node};
-use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tracing_subscriber::EnvFilter;
 
 /// jemalloc returns freed memory to the OS; with many short-lived
@@ -21,41 +17,9 @@ async fn main() -> anyhow::Result<()> {
         .with_env_filter(filter)
         .with_target(false)
         .init();
-
     let cli = Cli::parse();
-    let base = Config::from_cli(&cli)?;
-    let backplane = Backplane::new(&base)?;
-    let (stop, stopped) = watch::channel(false);
-    let mut nodes = Vec::new();
-    for i in 0..cli.nodes.max(1) {
-        let mut config = base.clone();
-        if cli.nodes > 1 {
-            config.listen.set_port(base.listen.port() + i);
-            config.worker_id = format!("{}-{}", base.worker_id, i + 1);
-        }
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("binding {}", config.listen))?;
-        let node = Node::new(config, &backplane);
-        tracing::info!(
-            listen = %listener.local_addr()?,
-            worker_id = %node.config.worker_id,
-            mode = node.mode,
-            "ringway-backend listening"
-        );
-        let mut stopped = stopped.clone();
-        let shutdown = async move {
-            let _ = stopped.wait_for(|s| *s).await;
-        };
-        nodes.push(tokio::spawn(ringway_backend::serve(
-            listener, node, shutdown,
-        )));
-    }
-    shutdown_signal().await;
-    stop.send_replace(true);
-    for node in nodes {
-        node.await.context("node task")?.context("serving")?;
-    }
+    let config = Config::from_cli(&cli)?;
+    ringway_backend::run(config, cli.nodes, shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -200,3 +200,58 @@ async fn broadcasts_reach_everyone_and_presence_is_cluster_wide() {
     let frames = vec![presence];
     assert!(messages_in(&frames, "hall").is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_redis_the_nodes_of_one_process_share_an_in_process_broker() {
+    let base = ringway_tests::free_port();
+    // Three consecutive ports; the harness hands out distinct ones, so check they are free.
+    for p in base..base + 3 {
+        assert!(
+            std::net::TcpListener::bind(("127.0.0.1", p)).is_ok(),
+            "port {p} busy"
+        );
+    }
+    let mut cmd = std::process::Command::new(ringway_tests::target_bin("ringway-backend"));
+    cmd.env_remove("REDIS_URL")
+        .env("PORT", base.to_string())
+        .env("WORKER_ID", "mem")
+        .args(["--nodes", "3"]);
+    let child = ringway_tests::Child::spawn(cmd);
+    for p in base..base + 3 {
+        let url = format!("http://127.0.0.1:{p}/health");
+        if let Err(e) = ringway_tests::wait_for_http_ok(&url, Duration::from_secs(20)).await {
+            panic!("{e}\n{}", child.log());
+        }
+    }
+    let ws = |port: u16, query: &str| format!("ws://127.0.0.1:{port}/ws?{query}");
+    let mut a = Peer::connect(&ws(base, "sid=mem-1&user=a")).await.unwrap();
+    let mut c = Peer::connect(&ws(base + 2, "user=c")).await.unwrap();
+    assert_eq!(a.welcome["worker_id"], "mem-1");
+    assert_eq!(c.welcome["worker_id"], "mem-3");
+    let joined = a.join("room", None).await.unwrap();
+    c.join("room", None).await.unwrap();
+    c.publish("room", json!("hello")).await.unwrap();
+    assert_eq!(a.recv().await.unwrap()["data"], "hello");
+    a.close().await;
+    c.publish("room", json!("while away")).await.unwrap();
+    let mut back = Peer::connect(&ws(base + 1, "sid=mem-1&user=a"))
+        .await
+        .unwrap();
+    assert_eq!(back.welcome["resumed"], true);
+    let since = (joined["epoch"].as_str().unwrap(), 1);
+    assert_eq!(
+        back.join("room", Some(since)).await.unwrap()["recovered"],
+        true
+    );
+    assert_eq!(back.recv().await.unwrap()["data"], "while away");
+    let (_, health) = {
+        let resp = ringway_tests::http_client()
+            .get(format!("http://127.0.0.1:{base}/health"))
+            .send()
+            .await
+            .unwrap();
+        (resp.status(), resp.json::<Value>().await.unwrap())
+    };
+    assert_eq!(health["redis"]["status"], "not_configured", "{health}");
+    assert_eq!(health["websocket"]["total_workers"], 3, "{health}");
+}
