@@ -206,6 +206,11 @@ impl Hub {
         }
     }
 
+    /// Whether a connection of session `sid` is registered on this node.
+    pub fn holds(&self, sid: &str) -> bool {
+        self.lock_sessions().contains_key(sid)
+    }
+
     /// Deliver `room`'s live messages to `conn` from now on. True if it was
     /// not a member yet.
     pub fn add_member(&self, room: &Arc<str>, conn: &Arc<Conn>) -> bool {

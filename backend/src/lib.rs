@@ -40,6 +40,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
 
@@ -245,6 +246,12 @@ where
     let heartbeat = tokio::spawn(cluster::run(node.clone()));
     cluster::beat(&node).await;
     let app = http::router(node.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    // Frames are small and latency matters; the writer batches bursts itself.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY not set");
+        }
+    });
     let closing = node.clone();
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(async move {

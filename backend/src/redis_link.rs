@@ -21,7 +21,8 @@ use std::time::Duration;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, PubSub};
 use redis::cluster::{ClusterClientBuilder, ClusterConfig};
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, Pipeline, RedisFuture, TlsCertificates, Value};
+use redis::io::tcp::TcpSettings;
+use redis::{Cmd, IntoConnectionInfo, Pipeline, RedisFuture, TlsCertificates, Value};
 
 use crate::config::RedisSettings;
 
@@ -167,16 +168,23 @@ fn tls_certs(ca: Option<&Path>) -> Result<Option<TlsCertificates>, LinkError> {
     }))
 }
 
+/// Commands are small and pipelined on one connection: Nagle would hold
+/// the second of two writes for the first one's ACK.
+fn tcp_settings() -> TcpSettings {
+    TcpSettings::default().set_nodelay(true)
+}
+
 fn client(url: &str, certs: &Option<TlsCertificates>) -> Result<redis::Client, LinkError> {
+    let info = url.into_connection_info()?.set_tcp_settings(tcp_settings());
     Ok(match certs {
         Some(c) if url.starts_with("rediss://") => redis::Client::build_with_tls(
-            url,
+            info,
             TlsCertificates {
                 client_tls: None,
                 root_cert: c.root_cert.clone(),
             },
         )?,
-        _ => redis::Client::open(url)?,
+        _ => redis::Client::open(info)?,
     })
 }
 
@@ -203,6 +211,7 @@ impl RedisLink {
             }
             Target::Cluster(nodes) => {
                 let mut builder = ClusterClientBuilder::new(nodes.clone())
+                    .tcp_settings(tcp_settings())
                     .retries(2)
                     .connection_timeout(CONNECT_TIMEOUT)
                     .response_timeout(RESPONSE_TIMEOUT);

@@ -37,6 +37,8 @@ use crate::Node;
 
 /// How long a close frame may take to reach a client before the socket is dropped.
 const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Most outbox entries written between two flushes.
+const WRITE_BATCH: usize = 64;
 /// How long to wait for the client's answer to our close frame.
 const CLOSE_REPLY_TIMEOUT: Duration = Duration::from_secs(2);
 /// Frames refused by the rate limit within [`STRIKE_WINDOW`] before the
@@ -538,15 +540,20 @@ impl Session {
             self.conn.closer.reason(),
             Some((protocol::CLOSE_SUPERSEDED, _))
         );
-        if superseded {
+        if superseded && node.hub.holds(&self.conn.sid) {
+            // Resumed on this node: the new connection owns the record.
             return;
         }
         let record = self.conn.record();
         let store = &node.store;
-        let grace = node.config.grace_period;
+        // Drops the sid from this worker's index; clears the holder only if
+        // it is still this worker (not when resumed on another node).
         let release = store.release(&record.sid, &node.config.worker_id, node.config.session_ttl);
+        let grace = node.config.grace_period;
         let (user, sid) = (&record.user, &record.sid);
-        let presence = record.rooms.iter().map(|room| async move {
+        // The session lives on elsewhere when superseded: its presence too.
+        let rooms = record.rooms.iter().filter(|_| !superseded);
+        let presence = rooms.map(|room| async move {
             if grace.is_zero() {
                 store.remove_presence(room, user, sid).await
             } else {
@@ -615,9 +622,22 @@ impl Writer {
                 }
                 out = queue.recv() => {
                     let Some(out) = out else { return };
+                    // Write what is queued, then flush once: one syscall for a
+                    // burst, and no waiting on Nagle for a lone frame.
+                    let mut written = self.handle(&mut sink, out).await;
+                    for _ in 1..WRITE_BATCH {
+                        let Ok(out) = queue.try_recv() else { break };
+                        if written.is_err() {
+                            break;
+                        }
+                        written = self.handle(&mut sink, out).await;
+                    }
+                    if let Ok(()) = written {
+                        written = self.flush(&mut sink).await;
+                    }
                     // A failed write ends the connection; a requested close
                     // is sent by the first branch on the next turn.
-                    if self.handle(&mut sink, out).await.is_err() && !self.conn.closer.is_closing() {
+                    if written.is_err() && !self.conn.closer.is_closing() {
                         self.conn.closer.close(protocol::CLOSE_NORMAL, "");
                         return;
                     }
@@ -628,7 +648,8 @@ impl Writer {
                         self.conn.closer.close(protocol::CLOSE_HEARTBEAT_TIMEOUT, "no heartbeat from client");
                         continue;
                     }
-                    if self.write(&mut sink, Message::Ping(Default::default())).await.is_err() {
+                    let pinged = self.write(&mut sink, Message::Ping(Default::default())).await;
+                    if pinged.is_err() || self.flush(&mut sink).await.is_err() {
                         return;
                     }
                 }
@@ -636,11 +657,20 @@ impl Writer {
         }
     }
 
-    /// Send one message, giving up if a close is asked for meanwhile (a
-    /// slow client must not keep a close from happening).
+    /// Queue one message for the socket (written out by [`Writer::flush`],
+    /// or earlier when the write buffer fills), giving up if a close is
+    /// asked for meanwhile: a slow client must not keep a close from happening.
     async fn write(&self, sink: &mut Sink, msg: Message) -> Result<(), Stop> {
         tokio::select! {
-            sent = sink.send(msg) => sent.map_err(|_| Stop),
+            sent = sink.feed(msg) => sent.map_err(|_| Stop),
+            _ = self.conn.closer.closed() => Err(Stop),
+        }
+    }
+
+    /// Push everything queued to the socket.
+    async fn flush(&self, sink: &mut Sink) -> Result<(), Stop> {
+        tokio::select! {
+            flushed = sink.flush() => flushed.map_err(|_| Stop),
             _ = self.conn.closer.closed() => Err(Stop),
         }
     }
@@ -769,6 +799,8 @@ impl Writer {
         let restart = at.epoch != epoch;
         let from = if restart { 0 } else { at.offset };
         let missed = if upto > from {
+            // What is already written goes out before waiting on Redis.
+            self.flush(sink).await?;
             match self.node.broker.range(room, epoch, from, upto).await {
                 Ok(found) => found,
                 Err(e) => {

@@ -191,6 +191,49 @@ async fn resuming_on_another_live_node_supersedes_the_old_connection() {
     );
     let owner = redis.cmd(&["HGET", "ringway:session:{twice}", "worker"]);
     assert_eq!(owner.trim(), "sp-b");
+    // The old node lets go of it in its index, and only there.
+    let let_go = eventually(Duration::from_secs(5), || async {
+        redis
+            .cmd(&["SISMEMBER", "ringway:{cluster}:node:sp-a:sessions", "twice"])
+            .trim()
+            == "0"
+    })
+    .await;
+    assert!(let_go, "sp-a still counts the session it lost");
+    let held = redis.cmd(&["SISMEMBER", "ringway:{cluster}:node:sp-b:sessions", "twice"]);
+    assert_eq!(held.trim(), "1");
+    let owner = redis.cmd(&["HGET", "ringway:session:{twice}", "worker"]);
+    assert_eq!(
+        owner.trim(),
+        "sp-b",
+        "the old node's release must not clear the new holder"
+    );
+    drop(second);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn resuming_on_the_same_node_keeps_the_session_held() {
+    let redis = RedisServer::start().await;
+    let nodes = cluster(&redis, &["sn-a"]).await;
+    let mut first = Peer::connect(&nodes[0].ws_url("sid=again&user=ag"))
+        .await
+        .unwrap();
+    let second = Peer::connect(&nodes[0].ws_url("sid=again&user=ag"))
+        .await
+        .unwrap();
+    assert_eq!(second.welcome["resumed"], true);
+    let code = first.closed_with(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(code, Some(4001));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let owner = redis.cmd(&["HGET", "ringway:session:{again}", "worker"]);
+    assert_eq!(
+        owner.trim(),
+        "sn-a",
+        "the replaced connection released a live session"
+    );
+    let held = redis.cmd(&["SISMEMBER", "ringway:{cluster}:node:sn-a:sessions", "again"]);
+    assert_eq!(held.trim(), "1");
+    drop(second);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
