@@ -378,6 +378,12 @@ impl Session {
                 .with_label_values(&[result])
                 .inc();
         }
+        // Recorded before `joined` goes out: a client that saw it is in the
+        // session's rooms and in the room's presence, even if this node dies next.
+        let record = self.conn.update(|r| {
+            r.rooms.insert(room.to_string());
+        });
+        self.persist_room(&record, &room).await;
         let _ = self
             .conn
             .outbox
@@ -388,10 +394,6 @@ impl Session {
                 replay: recovery.replay.unwrap_or_default(),
             })
             .await;
-        let record = self.conn.update(|r| {
-            r.rooms.insert(room.to_string());
-        });
-        self.persist_room(&record, &room).await;
         Ok(())
     }
 
@@ -401,7 +403,6 @@ impl Session {
         if self.live_rooms.remove(&room) && self.node.hub.remove_member(&room, self.conn.id) {
             self.node.broker.unsubscribe(&room).await;
         }
-        let _ = self.conn.outbox.send(Out::Left(room.clone())).await;
         let record = self.conn.update(|r| {
             r.rooms.remove(&*room);
         });
@@ -414,6 +415,7 @@ impl Session {
         if let Err(e) = saved.and(gone) {
             self.node.redis_error(&e);
         }
+        let _ = self.conn.outbox.send(Out::Left(room)).await;
         Ok(())
     }
 

@@ -122,6 +122,20 @@ async fn presence_outlasts_a_disconnect_by_the_grace_period_only() {
         "a user who stays away must leave after the grace period"
     );
 
+    // An explicit leave ends presence at once, grace period or not.
+    let mut brief = Peer::connect(&nodes[1].ws_url("user=brief")).await.unwrap();
+    brief.join("room", None).await.unwrap();
+    assert_eq!(
+        presence(&mut watcher, "room").await,
+        json!(["brief", "watcher"])
+    );
+    brief
+        .send(json!({"type": "leave", "room": "room"}))
+        .await
+        .unwrap();
+    assert_eq!(brief.recv_until("left").await.unwrap()["room"], "room");
+    assert_eq!(presence(&mut watcher, "room").await, json!(["watcher"]));
+
     // A crash looks like a disconnect: the user lingers, then leaves.
     let mut doomed = Peer::connect(&nodes[0].ws_url("user=doomed"))
         .await
