@@ -13,12 +13,12 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
 use crate::hub::Out;
-use crate::store::{connected_presence_ttl, now_ms, Beat, WorkerInfo};
+use crate::store::{connected_presence_ttl, now_ms, Beat, Heartbeat, WorkerInfo};
 use crate::Node;
 
 /// Concurrent store calls per batch when refreshing sessions.
@@ -32,6 +32,10 @@ pub struct ClusterView {
     /// A resync failed part-way and must be retried on the next heartbeat.
     resync_pending: AtomicBool,
     cleaned: Mutex<Vec<CleanedWorker>>,
+    /// A heartbeat of this process has reached the store.
+    registered: AtomicBool,
+    /// When a heartbeat last found another process beating as this worker.
+    conflict_at: Mutex<Option<Instant>>,
 }
 
 /// A dead worker this node cleaned up.
@@ -66,6 +70,16 @@ impl ClusterView {
         self.store_healthy.load(Ordering::Relaxed)
     }
 
+    /// Whether another process has been beating under this node's
+    /// `WORKER_ID` within the last `window` (three heartbeats, say: two
+    /// duplicates do not see each other on every beat).
+    pub fn worker_id_conflict(&self, window: Duration) -> bool {
+        self.conflict_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|at| at.elapsed() < window)
+    }
+
     /// The dead workers this node cleaned up.
     pub fn cleaned(&self) -> Vec<CleanedWorker> {
         self.cleaned
@@ -88,6 +102,7 @@ pub async fn run(node: Arc<Node>) {
     tokio::pin!(stop);
     let mut tick = tokio::time::interval(node.config.heartbeat_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.reset(); // `serve` beat once already
     loop {
         tokio::select! {
             () = &mut stop => return,
@@ -97,21 +112,42 @@ pub async fn run(node: Arc<Node>) {
     }
 }
 
+/// Before the first heartbeat: release whatever an earlier process with
+/// this `WORKER_ID` left indexed (it crashed and was restarted under the
+/// same id, so no survivor saw it die).
+pub async fn take_over_id(node: &Arc<Node>) {
+    match node.store.clean_dead(&node.config.worker_id).await {
+        Ok(0) => {}
+        Ok(sessions) => tracing::info!(
+            sessions,
+            "released the sessions an earlier process with this WORKER_ID still held"
+        ),
+        Err(e) => node.redis_error(&e),
+    }
+}
+
 /// One heartbeat: announce, refresh, clean.
 pub async fn beat(node: &Arc<Node>) {
     let config = &node.config;
     let view = &node.cluster;
-    match node
-        .store
-        .heartbeat(
-            &config.worker_id,
-            &config.node_id,
-            config.heartbeat_interval,
-        )
-        .await
-    {
+    let heartbeat = Heartbeat {
+        worker: &config.worker_id,
+        instance: &node.instance,
+        node_id: &config.node_id,
+        interval: config.heartbeat_interval,
+        first: !view.registered.load(Ordering::Relaxed),
+    };
+    match node.store.heartbeat(heartbeat).await {
         Ok(beat) => {
+            view.registered.store(true, Ordering::Relaxed);
             view.store_healthy.store(true, Ordering::Relaxed);
+            if beat.conflict {
+                tracing::error!(
+                    worker_id = %config.worker_id,
+                    "another process is beating under this WORKER_ID; give every node its own"
+                );
+                *view.conflict_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+            }
             let dead = beat.dead.clone();
             *view.beat.write().unwrap_or_else(|p| p.into_inner()) = beat;
             node.metrics.workers.set(view.total_workers() as i64);

@@ -166,9 +166,12 @@ async fn health(State(node): State<Arc<Node>>) -> Response {
         node.metrics.redis_errors.inc();
     }
     let ms = |d: Duration| (d.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0;
+    let conflict = node
+        .cluster
+        .worker_id_conflict(node.config.heartbeat_interval * 3);
     let status = if node.is_shutting_down() {
         "shutting_down"
-    } else if store.is_ok() && broker.is_ok() {
+    } else if store.is_ok() && broker.is_ok() && !conflict {
         "healthy"
     } else {
         "degraded"
@@ -197,6 +200,7 @@ async fn health(State(node): State<Arc<Node>>) -> Response {
             "local_connections": node.hub.local_connections(),
             "total_sessions": node.cluster.total_sessions(),
             "total_workers": node.cluster.total_workers(),
+            "worker_id_conflict": conflict,
         },
         "redis": redis,
     });
@@ -229,6 +233,7 @@ async fn stats(State(node): State<Arc<Node>>) -> Json<Value> {
             "gaps_filled": m.gaps_filled.get(),
             "broker_connected": node.broker.is_connected(),
             "store_healthy": node.cluster.store_healthy(),
+            "worker_id_conflict": node.cluster.worker_id_conflict(node.config.heartbeat_interval * 3),
             "dead_workers_cleaned": node.cluster.cleaned(),
         },
         "cluster": {

@@ -138,6 +138,8 @@ pub struct Node {
     pub cluster: ClusterView,
     /// `memory`, `standalone` or `cluster`.
     pub mode: &'static str,
+    /// This process' incarnation of `worker_id`, fresh at every start.
+    pub instance: String,
     started: Instant,
     shutting_down: AtomicBool,
     stopped: watch::Sender<bool>,
@@ -161,6 +163,7 @@ impl Node {
             metrics,
             cluster: ClusterView::default(),
             mode: backplane.mode(),
+            instance: uuid::Uuid::new_v4().to_string(),
             started: Instant::now(),
             shutting_down: AtomicBool::new(false),
             stopped: watch::Sender::new(false),
@@ -243,8 +246,9 @@ pub async fn serve<F>(listener: TcpListener, node: Arc<Node>, shutdown: F) -> io
 where
     F: Future<Output = ()> + Send + 'static,
 {
-    let heartbeat = tokio::spawn(cluster::run(node.clone()));
+    cluster::take_over_id(&node).await;
     cluster::beat(&node).await;
+    let heartbeat = tokio::spawn(cluster::run(node.clone()));
     let app = http::router(node.clone()).into_make_service_with_connect_info::<SocketAddr>();
     // Frames are small and latency matters; the writer batches bursts itself.
     let listener = listener.tap_io(|tcp| {

@@ -11,7 +11,7 @@ use futures_util::future::join_all;
 use ringway_backend::broker::{Broker, Control, Events, LiveMessage};
 use ringway_backend::config::HistorySettings;
 use ringway_backend::history::Position;
-use ringway_backend::store::{SessionRecord, Store};
+use ringway_backend::store::{Heartbeat, SessionRecord, Store};
 
 use crate::backend::eventually;
 
@@ -27,6 +27,17 @@ fn record(sid: &str, user: &str, worker: &str) -> SessionRecord {
             .map(|r| r.to_string())
             .collect::<BTreeSet<_>>(),
         metadata: serde_json::json!({"plan": "pro"}),
+    }
+}
+
+/// A steady heartbeat of `worker` (one instance, not its first beat).
+fn hb<'a>(worker: &'a str, node_id: &'a str, interval: Duration) -> Heartbeat<'a> {
+    Heartbeat {
+        worker,
+        instance: "steady",
+        node_id,
+        interval,
+        first: false,
     }
 }
 
@@ -97,15 +108,15 @@ pub async fn store_contract(store: Arc<dyn Store>) {
         .save(&record("moved", "mo", "w-live"), ttl)
         .await
         .unwrap();
-    store.heartbeat("w-dead", "host-a", beat).await.unwrap();
-    let seen = store.heartbeat("w-live", "host-b", beat).await.unwrap();
+    store.heartbeat(hb("w-dead", "host-a", beat)).await.unwrap();
+    let seen = store.heartbeat(hb("w-live", "host-b", beat)).await.unwrap();
     let alive: Vec<&str> = seen.alive.iter().map(|w| w.worker_id.as_str()).collect();
     assert_eq!(alive, ["w-dead", "w-live"]);
     assert!(seen.dead.is_empty());
     assert_eq!(seen.alive[1].node_id, "host-b");
     assert_eq!(seen.alive[0].sessions, 1, "w-dead holds one session");
     tokio::time::sleep(beat * 4).await;
-    let seen = store.heartbeat("w-live", "host-b", beat).await.unwrap();
+    let seen = store.heartbeat(hb("w-live", "host-b", beat)).await.unwrap();
     assert_eq!(seen.dead, ["w-dead"]);
     assert_eq!(seen.alive.len(), 1);
 
@@ -124,13 +135,36 @@ pub async fn store_contract(store: Arc<dyn Store>) {
     assert_eq!(store.clean_dead("w-dead").await.unwrap(), 1);
     assert_eq!(store.load("held").await.unwrap().unwrap().worker, "");
     assert_eq!(store.load("moved").await.unwrap().unwrap().worker, "w-live");
-    let seen = store.heartbeat("w-live", "host-b", beat).await.unwrap();
+    let seen = store.heartbeat(hb("w-live", "host-b", beat)).await.unwrap();
     assert!(seen.dead.is_empty(), "a cleaned worker is forgotten");
 
     store.leave("w-live").await.unwrap();
-    let seen = store.heartbeat("w-other", "host-c", beat).await.unwrap();
+    let seen = store
+        .heartbeat(hb("w-other", "host-c", beat))
+        .await
+        .unwrap();
     let alive: Vec<&str> = seen.alive.iter().map(|w| w.worker_id.as_str()).collect();
     assert_eq!(alive, ["w-other"], "a worker that left is gone at once");
+
+    // One id, two processes: a restart takes the id over quietly; two
+    // live processes beating in turn are reported.
+    let as_instance = |instance, first| Heartbeat {
+        worker: "w-dup",
+        instance,
+        node_id: "host-d",
+        interval: beat,
+        first,
+    };
+    let seen = store.heartbeat(as_instance("old", true)).await.unwrap();
+    assert!(!seen.conflict);
+    let seen = store.heartbeat(as_instance("new", true)).await.unwrap();
+    assert!(!seen.conflict, "a restarted process takes its id over");
+    let seen = store.heartbeat(as_instance("new", false)).await.unwrap();
+    assert!(!seen.conflict, "its own beats are no conflict");
+    let seen = store.heartbeat(as_instance("old", false)).await.unwrap();
+    assert!(seen.conflict, "a second live process must be reported");
+    let seen = store.heartbeat(as_instance("new", false)).await.unwrap();
+    assert!(seen.conflict, "to both of them");
 
     store.ping().await.unwrap();
     tokio::time::sleep(Duration::from_millis(1200)).await;

@@ -252,3 +252,61 @@ async fn a_sid_of_another_user_is_not_resumed() {
     let user = redis.cmd(&["HGET", "ringway:session:{mine}", "user"]);
     assert_eq!(user.trim(), "owner", "the owner's session was overwritten");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_processes_with_one_worker_id_are_reported() {
+    let redis = RedisServer::start().await;
+    let url = redis.url();
+    let env = [
+        ("REDIS_URL", url.as_str()),
+        ("WS_HEARTBEAT_INTERVAL", "0.3"),
+    ];
+    let twins = join_all([0, 1].map(|_| Backend::start("twin", &env))).await;
+    for node in &twins {
+        let reported = eventually(Duration::from_secs(10), || async {
+            let (_, health) = node.get_json("/health").await;
+            health["websocket"]["worker_id_conflict"] == true && health["status"] == "degraded"
+        })
+        .await;
+        assert!(
+            reported,
+            "a duplicate WORKER_ID went unreported on {}",
+            node.addr
+        );
+    }
+    let (_, single) = cluster(&redis, &["single"]).await[0]
+        .get_json("/health")
+        .await;
+    assert_eq!(single["websocket"]["worker_id_conflict"], false, "{single}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_restarted_under_its_old_id_releases_what_it_left() {
+    let redis = RedisServer::start().await;
+    let mut nodes = cluster(&redis, &["again-a"]).await;
+    let mut peers = Vec::new();
+    for i in 0..3 {
+        let url = nodes[0].ws_url(&format!("sid=left-{i}&user=l{i}"));
+        peers.push(Peer::connect(&url).await.unwrap());
+    }
+    let index = "ringway:{cluster}:node:again-a:sessions";
+    assert_eq!(redis.cmd(&["SCARD", index]).trim(), "3");
+    nodes[0].child.kill();
+    drop(peers);
+    nodes[0].restart().await; // same address, same WORKER_ID, new process
+    assert_eq!(
+        redis.cmd(&["SCARD", index]).trim(),
+        "0",
+        "the new process must not count the old one's sessions"
+    );
+    for i in 0..3 {
+        let key = format!("ringway:session:{{left-{i}}}");
+        assert_eq!(redis.cmd(&["HGET", &key, "worker"]).trim(), "");
+    }
+    let back = Peer::connect(&nodes[0].ws_url("sid=left-0&user=l0"))
+        .await
+        .unwrap();
+    assert_eq!(back.welcome["resumed"], true);
+    let (_, health) = nodes[0].get_json("/health").await;
+    assert_eq!(health["websocket"]["worker_id_conflict"], false, "{health}");
+}

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use super::{now_ms, Beat, SessionRecord, Store, StoreError, WorkerInfo};
+use super::{now_ms, Beat, Heartbeat, SessionRecord, Store, StoreError, WorkerInfo};
 
 /// Sessions, presence and workers of one process.
 #[derive(Default)]
@@ -28,6 +28,7 @@ struct State {
 
 struct Worker {
     node_id: String,
+    instance: String,
     last_beat: Instant,
     interval: Duration,
 }
@@ -131,23 +132,23 @@ impl Store for MemoryStore {
         Ok(users.into_iter().collect())
     }
 
-    async fn heartbeat(
-        &self,
-        worker: &str,
-        node_id: &str,
-        interval: Duration,
-    ) -> Result<Beat, StoreError> {
+    async fn heartbeat(&self, hb: Heartbeat<'_>) -> Result<Beat, StoreError> {
         let now = Instant::now();
         let mut state = self.lock();
-        state.workers.insert(
-            worker.to_owned(),
+        let previous = state.workers.insert(
+            hb.worker.to_owned(),
             Worker {
-                node_id: node_id.to_owned(),
+                node_id: hb.node_id.to_owned(),
+                instance: hb.instance.to_owned(),
                 last_beat: now,
-                interval,
+                interval: hb.interval,
             },
         );
-        let mut beat = Beat::default();
+        let conflict = !hb.first && previous.is_some_and(|w| w.instance != hb.instance);
+        let mut beat = Beat {
+            conflict,
+            ..Beat::default()
+        };
         for (id, w) in &state.workers {
             let silent = now.duration_since(w.last_beat);
             if silent > w.interval * 3 {

@@ -17,6 +17,9 @@
 //!   node's users.
 //! - A worker is dead when its last heartbeat is older than three of its
 //!   own intervals; `claim_dead` lets exactly one survivor clean it.
+//! - Each heartbeat carries the beating process' instance id; a different
+//!   instance found on any beat but a process' first is a `WORKER_ID`
+//!   conflict.
 
 pub mod memory;
 pub mod redis;
@@ -76,6 +79,23 @@ pub struct WorkerInfo {
     pub last_beat_ms_ago: u64,
 }
 
+/// One worker's heartbeat, as the store records it.
+#[derive(Debug, Clone, Copy)]
+pub struct Heartbeat<'a> {
+    /// Its `WORKER_ID`.
+    pub worker: &'a str,
+    /// This process' incarnation of the worker (fresh at every start), so
+    /// that two processes given one `WORKER_ID` can be told apart.
+    pub instance: &'a str,
+    /// Its `NODE_ID`.
+    pub node_id: &'a str,
+    /// How often it beats; it is dead after three silent intervals.
+    pub interval: Duration,
+    /// Its first beat since the process started: taking the id over from
+    /// an earlier process (a restart) is expected then, not a conflict.
+    pub first: bool,
+}
+
 /// What a heartbeat learns about the cluster.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Beat {
@@ -83,6 +103,9 @@ pub struct Beat {
     pub alive: Vec<WorkerInfo>,
     /// Workers silent for more than three of their intervals.
     pub dead: Vec<String>,
+    /// Another process beat under this worker's id since its previous
+    /// beat: two live processes share one `WORKER_ID`.
+    pub conflict: bool,
 }
 
 /// Sessions, presence and cluster membership.
@@ -114,14 +137,9 @@ pub trait Store: Send + Sync + 'static {
     /// Users present in `room`, sorted, each once.
     async fn presence(&self, room: &str) -> Result<Vec<String>, StoreError>;
 
-    /// Record that `worker` is alive (it beats every `interval`) and learn
-    /// who else is, and who is dead.
-    async fn heartbeat(
-        &self,
-        worker: &str,
-        node_id: &str,
-        interval: Duration,
-    ) -> Result<Beat, StoreError>;
+    /// Record that a worker is alive and learn who else is, who is dead,
+    /// and whether another process is using its id.
+    async fn heartbeat(&self, beat: Heartbeat<'_>) -> Result<Beat, StoreError>;
 
     /// Try to become the one survivor that cleans up `dead`. True for
     /// exactly one caller while the claim lasts (`hold`).

@@ -5,7 +5,7 @@
 //! | `ringway:session:{sid}` | hash | `user`, `worker`, `created`, `last_seen`, `rooms` (JSON), `meta` (JSON); TTL `WEBSOCKET_SESSION_TTL` |
 //! | `ringway:{room}:presence` | zset | member `user` + US + `sid`, score = present-until (Redis clock, ms) |
 //! | `ringway:{cluster}:nodes` | zset | worker → last heartbeat (Redis clock, ms) |
-//! | `ringway:{cluster}:node:<id>` | hash | `interval` (ms), `node` |
+//! | `ringway:{cluster}:node:<id>` | hash | `interval` (ms), `node`, `instance` (the process beating as it) |
 //! | `ringway:{cluster}:node:<id>:sessions` | set | sids the worker holds |
 //! | `ringway:{cluster}:cleanup:<id>` | string | the survivor cleaning a dead worker (`SET NX PX`) |
 //!
@@ -21,19 +21,24 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use redis::{Script, Value};
 
-use super::{now_ms, Beat, SessionRecord, Store, StoreError, WorkerInfo};
+use super::{now_ms, Beat, Heartbeat, SessionRecord, Store, StoreError, WorkerInfo};
 use crate::redis_link::RedisConn;
 
 /// Separates user and sid in a presence member.
 const PRESENCE_SEP: char = '\u{1f}';
 
-/// Record a heartbeat; list alive (with session counts) and dead workers.
-/// KEYS: nodes zset, this node's hash. ARGV: worker, interval ms, node id.
+/// Record a heartbeat; list alive (with session counts) and dead workers;
+/// say whether another instance beat under this id since our last beat.
+/// KEYS: nodes zset, this node's hash. ARGV: worker, interval ms, node id,
+/// instance, first beat ('1' or '0').
 const HEARTBEAT_LUA: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local previous = redis.call('HGET', KEYS[2], 'instance')
+local conflict = 0
+if ARGV[5] == '0' and previous and previous ~= ARGV[4] then conflict = 1 end
 redis.call('ZADD', KEYS[1], now, ARGV[1])
-redis.call('HSET', KEYS[2], 'interval', ARGV[2], 'node', ARGV[3])
+redis.call('HSET', KEYS[2], 'interval', ARGV[2], 'node', ARGV[3], 'instance', ARGV[4])
 local alive, dead = {}, {}
 local all = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
 for i = 1, #all, 2 do
@@ -47,7 +52,7 @@ for i = 1, #all, 2 do
     table.insert(alive, {id, node, redis.call('SCARD', h .. ':sessions'), now - beat})
   end
 end
-return {alive, dead}
+return {alive, dead, conflict}
 "#;
 
 /// Clear a session's worker if it is still ARGV[1]; stamp last_seen; expire.
@@ -267,19 +272,17 @@ impl Store for RedisStore {
         Ok(users.into_iter().collect())
     }
 
-    async fn heartbeat(
-        &self,
-        worker: &str,
-        node_id: &str,
-        interval: Duration,
-    ) -> Result<Beat, StoreError> {
-        let (alive, dead): (Vec<(String, String, u64, u64)>, Vec<String>) = self
+    async fn heartbeat(&self, hb: Heartbeat<'_>) -> Result<Beat, StoreError> {
+        type Reply = (Vec<(String, String, u64, u64)>, Vec<String>, i64);
+        let (alive, dead, conflict): Reply = self
             .heartbeat
             .key(NODES_KEY)
-            .key(node_key(worker))
-            .arg(worker)
-            .arg(interval.as_millis().max(1) as u64)
-            .arg(node_id)
+            .key(node_key(hb.worker))
+            .arg(hb.worker)
+            .arg(hb.interval.as_millis().max(1) as u64)
+            .arg(hb.node_id)
+            .arg(hb.instance)
+            .arg(if hb.first { "1" } else { "0" })
             .invoke_async(&mut self.conn())
             .await?;
         let mut alive: Vec<WorkerInfo> = alive
@@ -292,7 +295,11 @@ impl Store for RedisStore {
             })
             .collect();
         alive.sort_by(|a, b| a.worker_id.cmp(&b.worker_id));
-        Ok(Beat { alive, dead })
+        Ok(Beat {
+            alive,
+            dead,
+            conflict: conflict == 1,
+        })
     }
 
     async fn claim_dead(&self, dead: &str, me: &str, hold: Duration) -> Result<bool, StoreError> {
