@@ -42,7 +42,9 @@ stop() {
   [ ${#pids[@]} -gt 0 ] && kill "${pids[@]}" 2>/dev/null
   wait 2>/dev/null || true
 }
-trap stop INT TERM EXIT
+trap 'stop; exit 130' INT
+trap 'stop; exit 143' TERM
+trap stop EXIT
 
 # wait_for PORT NAME LOG: until 127.0.0.1:PORT accepts, or fail showing LOG.
 wait_for() {
@@ -54,23 +56,30 @@ wait_for() {
   die "$2 did not start on port $1 (log: $3)"
 }
 
+# start_node I: node I (1..3) in the background, its pid in $run_dir/node-I.pid.
+start_node() {
+  PORT=$((backend_port + $1 - 1)) WORKER_ID=node-$1 NODE_ID=$(hostname) \
+    REDIS_URL=redis://127.0.0.1:$redis_port WS_HEARTBEAT_INTERVAL=5 \
+    "$bin_dir/ringway-backend" >>"$run_dir/node-$1.log" 2>&1 &
+  echo $! >"$run_dir/node-$1.pid"
+  pids+=($!)
+}
+
+essential=() # if one of these exits, the cluster stops
 if have redis-server; then
   mode="Redis (private redis-server on 127.0.0.1:$redis_port)"
   redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no \
     --dir "$run_dir/redis" >"$run_dir/redis.log" 2>&1 &
   pids+=($!)
+  essential+=($!)
   wait_for "$redis_port" redis-server "$run_dir/redis.log"
-  for i in 1 2 3; do
-    PORT=$((backend_port + i - 1)) WORKER_ID=node-$i NODE_ID=$(hostname) \
-      REDIS_URL=redis://127.0.0.1:$redis_port WS_HEARTBEAT_INTERVAL=5 \
-      "$bin_dir/ringway-backend" >"$run_dir/node-$i.log" 2>&1 &
-    pids+=($!)
-  done
+  for i in 1 2 3; do start_node "$i"; done
 else
   mode="in-process broker (redis-server is not installed: one process runs the three nodes)"
   PORT=$backend_port WORKER_ID=node NODE_ID=$(hostname) \
     "$bin_dir/ringway-backend" --nodes 3 >"$run_dir/nodes.log" 2>&1 &
   pids+=($!)
+  essential+=($!)
 fi
 for i in 0 1 2; do
   wait_for $((backend_port + i)) "backend node $((i + 1))" "$run_dir"/node*.log
@@ -113,6 +122,7 @@ TOML
 "$bin_dir/ringway-proxy" --config "$run_dir/ringway.toml" --check >/dev/null
 "$bin_dir/ringway-proxy" --config "$run_dir/ringway.toml" >"$run_dir/proxy.log" 2>&1 &
 pids+=($!)
+essential+=($!)
 wait_for "$admin_port" ringway-proxy "$run_dir/proxy.log"
 wait_for "$http_port" ringway-proxy "$run_dir/proxy.log"
 
@@ -129,8 +139,33 @@ $mode.
   Metrics              http://127.0.0.1:$backend_port/metrics
   Logs and config      $run_dir/
 
-Kill a node (kill the process listening on :$backend_port) and reconnect with the same sid: the proxy
-sends you to a survivor, which resumes the session. Ctrl-C stops everything.
 TXT
-wait -n "${pids[@]}" || true
-echo "a process of the cluster exited; see $run_dir/*.log" >&2
+if have redis-server; then
+  cat <<TXT
+Kill a node (kill -9 \$(cat $run_dir/node-1.pid)): its clients reconnect through the proxy to a
+survivor, which resumes their sessions; the node is restarted 10 s later, as systemd would, and
+its keys come back to it. Ctrl-C stops everything.
+TXT
+else
+  echo "Ctrl-C stops everything. (Install redis-server to run the nodes as separate processes.)"
+fi
+
+# Supervise: restart a node that died; stop when Redis or the proxy does.
+declare -A dead_since=()
+while sleep 1; do
+  for pid in "${essential[@]}"; do
+    kill -0 "$pid" 2>/dev/null || die "a process the cluster needs exited; see $run_dir/*.log"
+  done
+  have redis-server || continue
+  for i in 1 2 3; do
+    kill -0 "$(cat "$run_dir/node-$i.pid")" 2>/dev/null && continue
+    if [ -z "${dead_since[$i]:-}" ]; then
+      dead_since[$i]=$SECONDS
+      echo "node-$i exited; restarting it in 10 s"
+    elif [ $((SECONDS - dead_since[$i])) -ge 10 ]; then
+      unset "dead_since[$i]"
+      start_node "$i"
+      echo "node-$i restarted"
+    fi
+  done
+done
