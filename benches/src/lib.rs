@@ -17,14 +17,32 @@
 //! prints the table and the JSON, and [`run`] holds the command line and
 //! the order of the scenarios.
 //!
-//! Everything binds to 127.0.0.1, is bounded in time, and stops by itself.
+//! `ringway-load` is a load generator for proxies ([`load`] is its command
+//! line): keep-alive HTTP ([`httpload`]), WebSocket echo and idle hold with
+//! a process' RSS ([`wsload`]), every connection carrying its sticky key
+//! as `?sid=` and `X-Session-Id` ([`dial`]); JSON with `--json`.
+//!
+//! `ringway-bench-proxies` compares `ringway-proxy` with nginx, HAProxy and
+//! Caddy in one interleaved run: [`peers`] writes their configs and starts
+//! them (and the backend) pinned to their cores, [`proxies`] runs the
+//! rounds through `ringway-load` and takes medians and ratios, and
+//! [`proxies_report`] prints the tables.
+//!
+//! Everything binds to 127.0.0.0/8, is bounded in time, and stops by itself.
 
 pub mod client;
 pub mod clock;
+pub mod dial;
 pub mod fanout;
+pub mod httpload;
 pub mod latency;
+pub mod load;
 pub mod nodes;
+pub mod peers;
 pub mod procs;
+pub mod proxies;
+pub mod proxies_report;
 pub mod report;
 pub mod run;
 pub mod stats;
+pub mod wsload;

@@ -1,15 +1,16 @@
 //! The processes a benchmark runs: how much CPU each used in a window
 //! (client, nodes and Redis share the machine's cores, so the split says
 //! who the bottleneck was, and what everything else used whether the
-//! window was disturbed), and a safety net that kills them if this
-//! process panics (release builds abort on panic, so the harness' kill-on-drop
-//! would not run).
+//! window was disturbed), how much memory a process tree holds (VmRSS,
+//! for the idle-connection cost of a proxy), and a safety net that kills
+//! them if this process panics (release builds abort on panic, so the
+//! harness' kill-on-drop would not run).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 static CHILDREN: Mutex<BTreeMap<u32, String>> = Mutex::new(BTreeMap::new());
 
@@ -75,7 +76,7 @@ pub struct CpuSnapshot {
 }
 
 /// One process' share of a window.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CpuShare {
     /// What it is.
     pub name: String,
@@ -184,4 +185,97 @@ pub fn ensure_fd_limit(needed: u64) -> anyhow::Result<u64> {
         "the open-file limit is {have}, below the {needed} this run needs: lower --fanout-clients or raise `ulimit -n`"
     );
     Ok(have)
+}
+
+/// VmRSS of `pid` in KiB (`/proc/<pid>/status`): the resident memory an
+/// idle-connection benchmark charges to a proxy.
+pub fn vm_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// The parent pid of `pid`, from `/proc/<pid>/stat`.
+pub fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// `pid` and every process descended from it (nginx: the master and its
+/// workers), parents first.
+pub fn tree(pid: u32) -> Vec<u32> {
+    let all: Vec<(u32, u32)> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|p| Some((p, parent_of(p)?)))
+        .collect();
+    let mut out = vec![pid];
+    let mut i = 0;
+    while i < out.len() {
+        let parent = out[i];
+        out.extend(all.iter().filter(|(_, pp)| *pp == parent).map(|(p, _)| *p));
+        i += 1;
+    }
+    out
+}
+
+/// Sum of VmRSS over `pid` and its descendants, KiB (`None` if `pid` is
+/// gone). Shared pages count once per process, as `ps` shows them.
+pub fn tree_rss_kib(pid: u32) -> Option<u64> {
+    let own = vm_rss_kib(pid)?;
+    Some(
+        own + tree(pid)
+            .iter()
+            .skip(1)
+            .filter_map(|p| vm_rss_kib(*p))
+            .sum::<u64>(),
+    )
+}
+
+/// The kernel's softirq threads (`ksoftirqd/N`), named `softirq`. Loopback
+/// packets are sometimes processed there instead of in the sending
+/// process, so that work belongs to the benchmark, not to "others".
+pub fn softirq_threads() -> Vec<Watched> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.starts_with("ksoftirqd/"))
+        })
+        .map(|pid| Watched {
+            name: "softirq".into(),
+            pid,
+        })
+        .collect()
+}
+
+/// [`shares`] with the entries of one name added up (a proxy made of a
+/// master and a worker, the softirq threads of every CPU), in first-seen
+/// order, "others" last.
+pub fn merged_shares(before: &CpuSnapshot, after: &CpuSnapshot) -> Vec<CpuShare> {
+    let mut out: Vec<CpuShare> = Vec::new();
+    for s in shares(before, after) {
+        match out.iter_mut().find(|o| o.name == s.name) {
+            Some(o) => {
+                o.percent_of_core = ((o.percent_of_core + s.percent_of_core) * 10.0).round() / 10.0
+            }
+            None => out.push(s),
+        }
+    }
+    out
 }

@@ -5,13 +5,13 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::clock::ms;
 
 /// Percentiles of a set of latencies, in milliseconds: the figures the
 /// issue asks for (p50, p99) and the ones that explain them.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Summary {
     /// How many samples.
     pub count: usize,
