@@ -41,7 +41,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::serve::ListenerExt;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{watch, Notify};
 
 use crate::auth::Auth;
@@ -309,9 +309,7 @@ where
             config.listen.set_port(base.listen.port() + i);
             config.worker_id = format!("{}-{}", base.worker_id, i + 1);
         }
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .map_err(|e| RunError::Bind(config.listen, e))?;
+        let listener = listen(config.listen).map_err(|e| RunError::Bind(config.listen, e))?;
         let node = Node::new(config, &backplane);
         tracing::info!(
             listen = %local_addr_text(&listener),
@@ -334,6 +332,23 @@ where
         }
     }
     Ok(())
+}
+
+/// Pending connections the kernel queues for a listener. When a node dies,
+/// its clients reconnect to the survivors at once; the usual 128 made some
+/// of them wait out a SYN retransmit (1 s). The kernel caps it at somaxconn.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Bind a listener with [`LISTEN_BACKLOG`].
+pub fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 fn local_addr_text(listener: &TcpListener) -> String {

@@ -28,6 +28,9 @@
 //! rounds through `ringway-load` and takes medians and ratios, and
 //! [`proxies_report`] prints the tables.
 //!
+//! `ringway-bench-ws-stacks` ([`ws_stacks`]) measures the WebSocket stacks
+//! the backend could be built on, each as a `ringway-ws-echo` server.
+//!
 //! Everything binds to 127.0.0.0/8, is bounded in time, and stops by itself.
 
 pub mod client;
@@ -45,4 +48,5 @@ pub mod proxies_report;
 pub mod report;
 pub mod run;
 pub mod stats;
+pub mod ws_stacks;
 pub mod wsload;

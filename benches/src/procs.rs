@@ -279,3 +279,22 @@ pub fn merged_shares(before: &CpuSnapshot, after: &CpuSnapshot) -> Vec<CpuShare>
     }
     out
 }
+
+/// Pin the calling process (every thread it makes afterwards) to `core`,
+/// so a driver and its load share one core and the measured server has
+/// the other to itself.
+pub fn pin_self(core: usize) -> anyhow::Result<()> {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET and
+    // sched_setaffinity get a pointer to it and its size.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(core, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            anyhow::bail!(
+                "cannot pin to core {core}: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+    Ok(())
+}

@@ -360,7 +360,7 @@ pub fn main(opts: Options) -> ExitCode {
     let opts = opts.settled();
     // This driver belongs with the load: pin it before any thread exists,
     // so the runtime's threads inherit the mask.
-    if let Err(e) = pin_self(opts.load_core) {
+    if let Err(e) = procs::pin_self(opts.load_core) {
         eprintln!("error: {e:#}");
         return ExitCode::FAILURE;
     }
@@ -414,22 +414,6 @@ async fn terminated() {
         }
         Err(_) => std::future::pending().await,
     }
-}
-
-fn pin_self(core: usize) -> anyhow::Result<()> {
-    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET and
-    // sched_setaffinity get a pointer to it and its size.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(core, &mut set);
-        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            bail!(
-                "cannot pin to core {core}: {}",
-                std::io::Error::last_os_error()
-            );
-        }
-    }
-    Ok(())
 }
 
 /// Every tool the run needs, or the exact command that installs what is

@@ -215,6 +215,7 @@ async fn without_redis_the_nodes_of_one_process_share_an_in_process_broker() {
     cmd.env_remove("REDIS_URL")
         .env("PORT", base.to_string())
         .env("WORKER_ID", "mem")
+        .env("WS_HEARTBEAT_INTERVAL", "0.5")
         .args(["--nodes", "3"]);
     let child = ringway_tests::Child::spawn(cmd);
     for p in base..base + 3 {
@@ -244,14 +245,20 @@ async fn without_redis_the_nodes_of_one_process_share_an_in_process_broker() {
         true
     );
     assert_eq!(back.recv().await.unwrap()["data"], "while away");
-    let (_, health) = {
-        let resp = ringway_tests::http_client()
-            .get(format!("http://127.0.0.1:{base}/health"))
+    let health_url = format!("http://127.0.0.1:{base}/health");
+    let all_seen = ringway_tests::backend::eventually(Duration::from_secs(5), || async {
+        let health: Value = ringway_tests::http_client()
+            .get(&health_url)
             .send()
             .await
+            .unwrap()
+            .json()
+            .await
             .unwrap();
-        (resp.status(), resp.json::<Value>().await.unwrap())
-    };
-    assert_eq!(health["redis"]["status"], "not_configured", "{health}");
-    assert_eq!(health["websocket"]["total_workers"], 3, "{health}");
+        assert_eq!(health["redis"]["status"], "not_configured", "{health}");
+        // The cluster view is as of the last heartbeat.
+        health["websocket"]["total_workers"] == 3
+    })
+    .await;
+    assert!(all_seen, "the nodes of one process never saw each other");
 }
