@@ -31,10 +31,12 @@ pub const HEADER_TOTAL_SESSIONS: HeaderName = HeaderName::from_static("x-websock
 /// Live workers in the cluster (as of the last heartbeat).
 pub const HEADER_TOTAL_WORKERS: HeaderName = HeaderName::from_static("x-websocket-total-workers");
 
-/// Read and write buffer of each WebSocket. tungstenite's default, 128
-/// KiB each way, made an idle connection cost ~140 KiB of RSS; at 8 KiB
-/// it is ~10 KiB, and echo CPU per message fell too (`docs/BENCHMARKS.md`,
-/// "WebSocket server stack"). Larger messages still go through whole.
+/// Read buffer of each WebSocket. tungstenite's default, 128 KiB, is
+/// touched whole by the first read, so an idle connection cost ~147 KiB of
+/// RSS; at 8 KiB it is ~23 KiB, and echo CPU per message fell too. The
+/// write buffer keeps its default: at 8 KiB, burst fan-out lost a third
+/// (`docs/BENCHMARKS.md`, "WebSocket server stack"). Larger messages still
+/// go through whole.
 const SOCKET_BUFFER: usize = 8 * 1024;
 
 /// How long `/health` waits for each probe.
@@ -152,7 +154,6 @@ async fn websocket(
         .max_message_size(limit)
         .max_frame_size(limit)
         .read_buffer_size(SOCKET_BUFFER)
-        .write_buffer_size(SOCKET_BUFFER)
         .on_upgrade(move |socket| session::run(socket, node, request))
 }
 
