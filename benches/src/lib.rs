@@ -31,11 +31,15 @@
 //! `ringway-bench-ws-stacks` ([`ws_stacks`]) measures the WebSocket stacks
 //! the backend could be built on, each as a `ringway-ws-echo` server.
 //!
+//! Every driver runs inside [`driver`]: a time limit, Ctrl-C and SIGTERM,
+//! the report and its JSON.
+//!
 //! Everything binds to 127.0.0.0/8, is bounded in time, and stops by itself.
 
 pub mod client;
 pub mod clock;
 pub mod dial;
+pub mod driver;
 pub mod fanout;
 pub mod httpload;
 pub mod latency;

@@ -364,56 +364,14 @@ pub fn main(opts: Options) -> ExitCode {
         eprintln!("error: {e:#}");
         return ExitCode::FAILURE;
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: tokio runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let limit = Duration::from_secs(opts.max_secs);
-    let outcome = rt.block_on(async {
-        tokio::select! {
-            r = tokio::time::timeout(limit, run(opts.clone())) => {
-                r.unwrap_or_else(|_| Err(anyhow!("gave up after --max-secs {}", opts.max_secs)))
-            }
-            _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
-            _ = terminated() => Err(anyhow!("terminated")),
-        }
-    });
-    rt.shutdown_timeout(Duration::from_secs(1));
-    let report = match outcome {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            return ExitCode::FAILURE;
-        }
-    };
-    print!("{}", proxies_report::render(&report));
-    if let Some(path) = &opts.json {
-        let written = serde_json::to_string_pretty(&report)
-            .context("serialize")
-            .and_then(|j| std::fs::write(path, j + "\n").context("write"));
-        if let Err(e) = written {
-            eprintln!("error: --json {}: {e:#}", path.display());
-            return ExitCode::FAILURE;
-        }
-    }
-    ExitCode::SUCCESS
-}
-
-async fn terminated() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut s) => {
-            s.recv().await;
-        }
-        Err(_) => std::future::pending().await,
-    }
+    let (max_secs, json) = (opts.max_secs, opts.json.clone());
+    crate::driver::drive(
+        Some(1),
+        max_secs,
+        json.as_deref(),
+        run(opts),
+        proxies_report::render,
+    )
 }
 
 /// Every tool the run needs, or the exact command that installs what is

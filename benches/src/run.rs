@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Context};
+use anyhow::Context;
 use clap::Parser;
 use serde::Serialize;
 
@@ -206,45 +206,8 @@ pub struct Report {
 pub fn main(opts: Options) -> ExitCode {
     procs::kill_children_on_panic();
     let opts = opts.settled();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: tokio runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let limit = Duration::from_secs(opts.max_secs);
-    let outcome = rt.block_on(async {
-        tokio::select! {
-            r = tokio::time::timeout(limit, run(opts.clone())) => {
-                r.unwrap_or_else(|_| Err(anyhow!("gave up after --max-secs {}", opts.max_secs)))
-            }
-            _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
-            _ = terminated() => Err(anyhow!("terminated")),
-        }
-    });
-    rt.shutdown_timeout(Duration::from_secs(1));
-    let report = match outcome {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            return ExitCode::FAILURE;
-        }
-    };
-    print!("{}", report::render(&report));
-    if let Some(path) = &opts.json {
-        let written = serde_json::to_string_pretty(&report)
-            .context("serialize")
-            .and_then(|j| std::fs::write(path, j + "\n").context("write"));
-        if let Err(e) = written {
-            eprintln!("error: --json {}: {e:#}", path.display());
-            return ExitCode::FAILURE;
-        }
-    }
-    ExitCode::SUCCESS
+    let (max_secs, json) = (opts.max_secs, opts.json.clone());
+    crate::driver::drive(None, max_secs, json.as_deref(), run(opts), report::render)
 }
 
 fn parse_env(s: &str) -> Result<(String, String), String> {
@@ -252,16 +215,6 @@ fn parse_env(s: &str) -> Result<(String, String), String> {
         .filter(|(k, _)| !k.is_empty())
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .ok_or_else(|| format!("`{s}` is not KEY=VALUE"))
-}
-
-async fn terminated() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut s) => {
-            s.recv().await;
-        }
-        Err(_) => std::future::pending().await,
-    }
 }
 
 /// Run every scenario `opts` asks for.
