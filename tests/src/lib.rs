@@ -183,6 +183,18 @@ pub async fn wait_for_http_ok(url: &str, within: Duration) -> Result<(), String>
     }
 }
 
+/// `GET url` and its JSON body; panics, naming the URL, if either fails.
+pub async fn get_json(url: &str) -> serde_json::Value {
+    let resp = http_client()
+        .get(url)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    resp.json()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: not JSON: {e}"))
+}
+
 /// An HTTP client for tests: keep-alive pool, no proxy from the environment.
 pub fn http_client() -> reqwest::Client {
     reqwest::Client::builder()
@@ -334,14 +346,7 @@ impl Proxy {
 
     /// The admin `/stats.json` document.
     pub async fn stats(&self) -> serde_json::Value {
-        http_client()
-            .get(self.admin_url("/stats.json"))
-            .send()
-            .await
-            .expect("stats.json")
-            .json()
-            .await
-            .expect("stats.json is JSON")
+        get_json(&self.admin_url("/stats.json")).await
     }
 }
 

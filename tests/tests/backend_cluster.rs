@@ -247,14 +247,7 @@ async fn without_redis_the_nodes_of_one_process_share_an_in_process_broker() {
     assert_eq!(back.recv().await.unwrap()["data"], "while away");
     let health_url = format!("http://127.0.0.1:{base}/health");
     let all_seen = ringway_tests::backend::eventually(Duration::from_secs(5), || async {
-        let health: Value = ringway_tests::http_client()
-            .get(&health_url)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let health = ringway_tests::get_json(&health_url).await;
         assert_eq!(health["redis"]["status"], "not_configured", "{health}");
         // The cluster view is as of the last heartbeat.
         health["websocket"]["total_workers"] == 3

@@ -218,14 +218,7 @@ async fn a_request_that_reached_a_server_is_not_retried() {
     let hangups = || async {
         let mut total = 0;
         for addr in fx.addrs.values() {
-            let doc: serde_json::Value = client
-                .get(format!("http://{addr}/stats"))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let doc = ringway_tests::get_json(&format!("http://{addr}/stats")).await;
             total += doc.as_object().unwrap().values().next().unwrap()["hangups"]
                 .as_u64()
                 .unwrap();
