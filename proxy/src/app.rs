@@ -33,23 +33,18 @@ pub fn unsupported_settings(config: &Config) -> Vec<String> {
                 "listener[{i}].tls: TLS termination is not implemented yet"
             ));
         }
-        if !l.sni.is_empty() {
-            out.push(format!(
-                "listener[{i}].sni: SNI certificates are not implemented yet"
-            ));
-        }
     }
-    if let Some(limits) = &config.limits {
+    {
+        let limits = &config.limits;
         let rate_settings = [
-            ("requests_per_second", limits.requests_per_second.is_some()),
-            ("burst", limits.burst.is_some()),
+            ("requests_per_second", limits.requests.is_some()),
             (
                 "max_connections_per_ip",
                 limits.max_connections_per_ip.is_some(),
             ),
             (
                 "websocket_upgrades_per_second",
-                limits.websocket_upgrades_per_second.is_some(),
+                limits.websocket_upgrades.is_some(),
             ),
         ];
         for (name, set) in rate_settings {

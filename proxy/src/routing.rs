@@ -219,6 +219,9 @@ mod tests {
             keepalive_timeout: Duration::from_secs(1),
             drain_timeout: Duration::from_secs(1),
             retries: 2,
+            slow_start: None,
+            keepalive_connections: 64,
+            tls: None,
             servers: specs
                 .iter()
                 .map(|(a, w, b)| config::ServerSpec {
@@ -231,6 +234,7 @@ mod tests {
             passive: config::Passive {
                 max_fails: 3,
                 fail_timeout: Duration::from_secs(10),
+                count_5xx: false,
             },
         };
         Pool::new(settings, None)
@@ -380,16 +384,19 @@ mod tests {
                 host: config::HostMatch::Exact("api.example.com".into()),
                 path_prefix: "/".into(),
                 upstream: "api".into(),
+                limits: Default::default(),
             },
             Route {
                 host: config::HostMatch::Suffix(".example.com".into()),
                 path_prefix: "/ws".into(),
                 upstream: "chat".into(),
+                limits: Default::default(),
             },
             Route {
                 host: config::HostMatch::Any,
                 path_prefix: "/static".into(),
                 upstream: "files".into(),
+                limits: Default::default(),
             },
         ];
         let up = |h: &str, p: &str| find_route(&routes, h, p).map(|r| r.upstream.as_str());

@@ -43,11 +43,7 @@ impl Runtime {
         Self {
             routes: config.routes.clone(),
             pools,
-            trusted_proxies: config
-                .limits
-                .as_ref()
-                .map(|l| l.trusted_proxies.clone())
-                .unwrap_or_default(),
+            trusted_proxies: config.limits.trusted_proxies.clone(),
         }
     }
 

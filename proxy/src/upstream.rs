@@ -350,6 +350,7 @@ mod tests {
         let passive = config::Passive {
             max_fails: 3,
             fail_timeout: Duration::from_secs(30),
+            count_5xx: false,
         };
         assert!(!s.record_failure(&passive));
         assert!(!s.record_failure(&passive));
@@ -361,6 +362,7 @@ mod tests {
         let off = config::Passive {
             max_fails: 0,
             fail_timeout: Duration::from_secs(30),
+            count_5xx: false,
         };
         let t = ServerState::new(&spec("127.0.0.1:2"));
         for _ in 0..10 {
@@ -375,6 +377,7 @@ mod tests {
         let passive = config::Passive {
             max_fails: 1,
             fail_timeout: Duration::from_millis(50),
+            count_5xx: false,
         };
         assert!(s.record_failure(&passive));
         assert!(!s.is_available());
