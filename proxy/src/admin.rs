@@ -13,18 +13,21 @@ use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
 use serde_json::{json, Value};
 
-use crate::runtime::{Runtime, SharedRuntime};
+use std::sync::Arc;
+
+use crate::process::Process;
+use crate::runtime::Runtime;
 use crate::upstream::ServerState;
 
 /// The admin HTTP application.
 pub struct Admin {
-    runtime: SharedRuntime,
+    process: Arc<Process>,
 }
 
 impl Admin {
-    /// Admin endpoints over the live runtime.
-    pub fn new(runtime: SharedRuntime) -> Self {
-        Self { runtime }
+    /// Admin endpoints over the live process.
+    pub fn new(process: Arc<Process>) -> Self {
+        Self { process }
     }
 }
 
@@ -90,7 +93,17 @@ impl ServeHttp for Admin {
         match path.as_str() {
             "/health" => respond(200, "application/json", br#"{"status":"ok"}"#.to_vec()),
             "/stats.json" => {
-                let doc = stats_json(&self.runtime.load());
+                let mut doc = stats_json(&self.process.runtime.load());
+                if let Some(last) = self
+                    .process
+                    .reloads
+                    .last
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone()
+                {
+                    doc["last_reload"] = serde_json::to_value(last).unwrap_or_default();
+                }
                 respond(200, "application/json", doc.to_string().into_bytes())
             }
             _ => respond(404, "text/plain", b"not found\n".to_vec()),

@@ -1,18 +1,28 @@
-//! Start-up: turn a validated config into a running Pingora server — the
-//! proxy service on every listener, the health checker, the admin listener —
-//! and refuse, by name, settings whose feature does not exist yet.
+//! Start-up: turn a validated config into a running proxy — the process
+//! state, the listeners and their worker threads, the HTTP/2 applications,
+//! the health checker, the reloader, the admin listener — under Pingora's
+//! server, which owns signals, graceful shutdown and the `--upgrade`
+//! hand-over.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use pingora_core::apps::http_app::HttpServer;
 use pingora_core::server::configuration::{Opt, ServerConf};
-use pingora_core::server::{Server, ShutdownWatch};
-use pingora_core::services::background::{background_service, BackgroundService};
+use pingora_core::server::{RunArgs, Server};
+use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
 
+use crate::access_log::AccessLog;
 use crate::admin::Admin;
-use crate::config::Config;
+use crate::admission::Admission;
+use crate::config::{Config, ConfigErrors};
 use crate::health::HealthChecker;
+use crate::listen::Listeners;
+use crate::process::Process;
+use crate::reload::Reloader;
 use crate::runtime::Runtime;
-use crate::service::RingwayProxy;
 
 /// Why the proxy would not start.
 #[derive(Debug, thiserror::Error)]
@@ -21,60 +31,135 @@ pub enum StartError {
     /// without them silently would be worse than not running.
     #[error("not supported yet, refusing to start without them:\n{}", .0.join("\n"))]
     Unsupported(Vec<String>),
+    /// Files the config names could not be used.
+    #[error("{0}")]
+    Config(ConfigErrors),
+    /// `[server] max_connections` does not fit the open-file limit.
+    #[error("{0}")]
+    Limits(String),
+    /// The access log cannot be opened.
+    #[error("log.access: {0}")]
+    AccessLog(std::io::Error),
 }
 
 /// Settings that parse and validate but whose feature has not landed: each
 /// entry names the TOML path. Empty when the config can run as written.
 pub fn unsupported_settings(config: &Config) -> Vec<String> {
     let mut out = Vec::new();
-    for (i, l) in config.listeners.iter().enumerate() {
-        if l.tls.is_some() {
+    let limits = &config.limits;
+    let rate_settings = [
+        ("requests_per_second", limits.requests.is_some()),
+        (
+            "max_connections_per_ip",
+            limits.max_connections_per_ip.is_some(),
+        ),
+        (
+            "max_websockets_per_ip",
+            limits.max_websockets_per_ip.is_some(),
+        ),
+        (
+            "websocket_upgrades_per_second",
+            limits.websocket_upgrades.is_some(),
+        ),
+    ];
+    for (name, set) in rate_settings {
+        if set {
             out.push(format!(
-                "listener[{i}].tls: TLS termination is not implemented yet"
+                "limits.{name}: rate and connection limits are not implemented yet"
             ));
         }
     }
-    {
-        let limits = &config.limits;
-        let rate_settings = [
-            ("requests_per_second", limits.requests.is_some()),
-            (
-                "max_connections_per_ip",
-                limits.max_connections_per_ip.is_some(),
-            ),
-            (
-                "websocket_upgrades_per_second",
-                limits.websocket_upgrades.is_some(),
-            ),
-        ];
-        for (name, set) in rate_settings {
-            if set {
-                out.push(format!(
-                    "limits.{name}: rate and connection limits are not implemented yet"
-                ));
-            }
+    for (i, l) in config.listeners.iter().enumerate() {
+        if l.proxy_protocol {
+            out.push(format!("listener[{i}].proxy_protocol: not implemented yet"));
         }
     }
-    if config.admin.as_ref().is_some_and(|a| a.token.is_some()) {
-        out.push("admin.token: admin POST actions are not implemented yet".to_owned());
+    for (i, r) in config.routes.iter().enumerate() {
+        if r.limits.requests.is_some() || r.limits.websocket_upgrades.is_some() {
+            out.push(format!(
+                "route[{i}].limits: per-route rates are not implemented yet"
+            ));
+        }
     }
     out
 }
 
-/// Build the server for `config` and run it until a shutdown signal; this
-/// call exits the process when the server stops (Pingora's `run_forever`).
-/// `upgrade` takes the listeners over from a running instance (SIGQUIT).
-pub fn run(config: Config, upgrade: bool) -> Result<(), StartError> {
+/// Descriptors kept free beyond two per client connection: health checks,
+/// pooled upstream connections, the admin listener, logs.
+fn fd_reserve(config: &Config) -> u64 {
+    let servers: usize = config.upstreams.values().map(|u| u.servers.len()).sum();
+    64 + (servers as u64) * (config.server.threads as u64 + 2)
+}
+
+/// Raise the soft open-file limit to the hard one and work out how many
+/// client connections fit: two descriptors each, plus the reserve. A
+/// configured `max_connections` that does not fit is refused by name.
+pub fn connection_cap(config: &Config) -> Result<usize, StartError> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit write and read a plain struct we own.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim = raised;
+            }
+        }
+    }
+    let nofile = lim.rlim_cur;
+    let reserve = fd_reserve(config);
+    let fits = nofile.saturating_sub(reserve) / 2;
+    match config.server.max_connections {
+        Some(max) if u64::from(max) > fits => Err(StartError::Limits(format!(
+            "server.max_connections: {max} connections need {} file descriptors (2 each plus {reserve} in reserve) but the open-file limit is {nofile}; lower it or raise LimitNOFILE",
+            u64::from(max) * 2 + reserve
+        ))),
+        Some(max) => Ok(max as usize),
+        None if fits == 0 => Err(StartError::Limits(format!(
+            "the open-file limit ({nofile}) leaves no room for client connections"
+        ))),
+        None => Ok(fits.min(1_000_000) as usize),
+    }
+}
+
+/// The default upgrade socket: one per first listener port, so two proxies
+/// on one machine do not collide.
+fn upgrade_sock(config: &Config) -> PathBuf {
+    config.server.upgrade_sock.clone().unwrap_or_else(|| {
+        let port = config.listeners.first().map_or(0, |l| l.listen.port());
+        PathBuf::from(format!("/tmp/ringway-upgrade-{port}.sock"))
+    })
+}
+
+/// Build the server for `config` (read from `config_path`) and run it until
+/// shutdown. `upgrade` takes the listeners over from a running instance.
+pub fn run(config: Config, config_path: &Path, upgrade: bool) -> Result<(), StartError> {
     let unsupported = unsupported_settings(&config);
     if !unsupported.is_empty() {
         return Err(StartError::Unsupported(unsupported));
     }
-    let first_port = config.listeners.first().map_or(0, |l| l.listen.port());
+    let max_connections = connection_cap(&config)?;
+    let runtime = Runtime::build(&config, None, Path::new("")).map_err(StartError::Config)?;
+    crate::reload::warn_expiring(&runtime);
+    let access_log = AccessLog::start(&config.log).map_err(StartError::AccessLog)?;
+    let listen: Vec<SocketAddr> = config.listeners.iter().map(|l| l.listen).collect();
+    let process = Arc::new(Process::new(
+        runtime.shared(),
+        Admission::new(max_connections),
+        listen.len(),
+        access_log,
+    ));
+
     let conf = ServerConf {
-        threads: config.server.threads,
+        threads: 1,
         grace_period_seconds: Some(config.server.grace_period.as_secs()),
         graceful_shutdown_timeout_seconds: Some(config.server.graceful_shutdown_timeout.as_secs()),
-        upgrade_sock: format!("/tmp/ringway-upgrade-{first_port}.sock"),
+        upgrade_sock: upgrade_sock(&config).display().to_string(),
         ..ServerConf::default()
     };
     let opt = Opt {
@@ -83,31 +168,37 @@ pub fn run(config: Config, upgrade: bool) -> Result<(), StartError> {
     };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
+    crate::h2::install(&process, &server.configuration, listen.len());
 
-    let runtime = Runtime::build(&config, None).shared();
+    server.add_service(Listeners::new(
+        process.clone(),
+        listen,
+        config.server.threads,
+        move || {
+            if upgrade {
+                crate::notify::ready_as_main();
+            } else {
+                crate::notify::ready();
+            }
+        },
+    ));
 
-    let mut proxy = pingora_proxy::http_proxy_service_with_name(
-        &server.configuration,
-        RingwayProxy::new(runtime.clone()),
-        "ringway proxy",
-    );
-    for listener in &config.listeners {
-        proxy.add_tcp(&listener.listen.to_string());
-    }
-    server.add_service(proxy);
-
-    let mut health = background_service("health checks", HealthChecker::new(runtime.clone()));
+    let mut health =
+        background_service("health checks", HealthChecker::new(process.runtime.clone()));
     health.threads = Some(1);
     server.add_service(health);
 
-    let mut hangup = background_service("SIGHUP", HangupGuard);
-    hangup.threads = Some(1);
-    server.add_service(hangup);
+    let mut reloader = background_service(
+        "reload",
+        Reloader::new(process.clone(), config_path.to_path_buf()),
+    );
+    reloader.threads = Some(1);
+    server.add_service(reloader);
 
     if let Some(admin) = &config.admin {
         let mut svc = Service::new(
             "ringway admin".to_owned(),
-            HttpServer::new_app(Admin::new(runtime)),
+            HttpServer::new_app(Admin::new(process.clone())),
         );
         svc.add_tcp(&admin.listen.to_string());
         svc.threads = Some(1);
@@ -116,29 +207,9 @@ pub fn run(config: Config, upgrade: bool) -> Result<(), StartError> {
     tracing::info!(
         listeners = config.listeners.len(),
         upstreams = config.upstreams.len(),
+        max_connections,
         "ringway-proxy starting"
     );
-    server.run_forever()
-}
-
-/// SIGHUP's default action kills a process, and Pingora installs no handler
-/// for it; an operator's `systemctl reload` must not take the proxy down.
-/// Until in-process reload lands, a SIGHUP is logged and ignored.
-struct HangupGuard;
-
-#[async_trait::async_trait]
-impl BackgroundService for HangupGuard {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        use tokio::signal::unix::{signal, SignalKind};
-        let Ok(mut hup) = signal(SignalKind::hangup()) else {
-            tracing::error!("could not install the SIGHUP handler");
-            return;
-        };
-        loop {
-            tokio::select! {
-                _ = hup.recv() => tracing::warn!("SIGHUP received: in-process reload is not implemented yet; configuration unchanged"),
-                _ = shutdown.changed() => return,
-            }
-        }
-    }
+    server.run(RunArgs::default());
+    Ok(())
 }

@@ -5,8 +5,12 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+use std::io::IsTerminal;
+use std::path::Path;
+
 use crate::app;
 use crate::config::Config;
+use crate::runtime::Runtime;
 
 /// Command-line options, nginx-style: `-t` checks the config and exits.
 #[derive(Debug, Parser)]
@@ -41,6 +45,15 @@ pub fn main() -> ExitCode {
         }
     };
     if cli.check {
+        // Build the runtime as a reload would: certificate files are read
+        // and checked too.
+        if let Err(errors) = Runtime::build(&config, None, Path::new("")) {
+            eprintln!("{}: configuration is invalid:", cli.config.display());
+            for e in &errors.0 {
+                eprintln!("  {e}");
+            }
+            return ExitCode::FAILURE;
+        }
         for note in app::unsupported_settings(&config) {
             eprintln!("  note: {note}");
         }
@@ -48,7 +61,7 @@ pub fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     init_logging();
-    match app::run(config, cli.upgrade) {
+    match app::run(config, &cli.config, cli.upgrade) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("{}: {e}", cli.config.display());
@@ -60,8 +73,12 @@ pub fn main() -> ExitCode {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colour only on a terminal: under systemd, stderr goes to the journal,
+    // and a log file must not carry escape codes.
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
         .init();
 }

@@ -237,7 +237,7 @@ mod tests {
                 count_5xx: false,
             },
         };
-        Pool::new(settings, None)
+        Pool::new(settings, None, &[], None)
     }
 
     fn three(balance: Balance, factor: Option<f64>) -> Pool {

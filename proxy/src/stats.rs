@@ -8,12 +8,64 @@
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-/// Upper bounds (ms) of the latency histogram buckets; the last bucket is open.
-/// Coarse on purpose: a fixed array of atomics costs nothing to update.
-const LATENCY_BOUNDS_MS: [f64; 16] = [
-    0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0,
-    10000.0, 30000.0,
+/// Upper bounds (seconds) of the latency histogram buckets; the last bucket
+/// is open. Coarse on purpose: a fixed array of atomics costs nothing to
+/// update, and the same buckets feed `/stats.json` quantiles and the
+/// Prometheus `_seconds` histograms, so both always agree.
+pub const LATENCY_BOUNDS: [f64; 16] = [
+    0.000_25, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0,
+    30.0,
 ];
+
+/// A bounded latency histogram: counts per bucket and a sum; no samples kept.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; LATENCY_BOUNDS.len() + 1],
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    /// Add one observation.
+    pub fn observe(&self, took: Duration) {
+        let secs = took.as_secs_f64();
+        let idx = LATENCY_BOUNDS
+            .iter()
+            .position(|&b| secs <= b)
+            .unwrap_or(LATENCY_BOUNDS.len());
+        self.buckets[idx].fetch_add(1, Relaxed);
+        self.sum_micros
+            .fetch_add(took.as_micros().min(u64::MAX as u128) as u64, Relaxed);
+    }
+
+    /// Per-bucket counts (not cumulative), the last one open-ended.
+    pub fn counts(&self) -> [u64; LATENCY_BOUNDS.len() + 1] {
+        std::array::from_fn(|i| self.buckets[i].load(Relaxed))
+    }
+
+    /// The sum of all observations, in seconds.
+    pub fn sum_secs(&self) -> f64 {
+        self.sum_micros.load(Relaxed) as f64 / 1e6
+    }
+
+    /// The quantile `q` (0..1) in seconds, as the upper bound of the bucket
+    /// holding it; `None` before the first observation.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        let counts = self.counts();
+        let total: u64 = counts.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        let rank = (q * total as f64).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (i, c) in counts.iter().enumerate() {
+            seen += c;
+            if seen >= rank {
+                return Some(*LATENCY_BOUNDS.get(i).unwrap_or(&f64::INFINITY));
+            }
+        }
+        None
+    }
+}
 
 /// Counters for one upstream server. Lives as long as the server is in the
 /// running config, so a reload that keeps the server keeps its numbers.
@@ -30,7 +82,8 @@ pub struct ServerStats {
     pub responses: [AtomicU64; 5],
     /// Connections to this server that failed to establish.
     pub connect_errors: AtomicU64,
-    /// Requests that were moved to another server after a connect failure here.
+    /// Requests moved to another server (connect failure, or an upgrade
+    /// answered 503).
     pub retries: AtomicU64,
     /// Bytes received from clients and sent to this server.
     pub bytes_in: AtomicU64,
@@ -38,7 +91,10 @@ pub struct ServerStats {
     pub bytes_out: AtomicU64,
     /// Failed active health checks.
     pub check_failures: AtomicU64,
-    latency: [AtomicU64; LATENCY_BOUNDS_MS.len() + 1],
+    /// Time from a request's head to the end of its response.
+    pub request_latency: Histogram,
+    /// Time to open a new connection to this server (TLS included).
+    pub connect_latency: Histogram,
 }
 
 impl ServerStats {
@@ -49,38 +105,80 @@ impl ServerStats {
         }
     }
 
-    /// Add one latency sample (time from request start to response end).
+    /// Add one request latency sample (request start to response end).
     pub fn record_latency(&self, took: Duration) {
-        let ms = took.as_secs_f64() * 1000.0;
-        let idx = LATENCY_BOUNDS_MS
-            .iter()
-            .position(|&b| ms <= b)
-            .unwrap_or(LATENCY_BOUNDS_MS.len());
-        self.latency[idx].fetch_add(1, Relaxed);
+        self.request_latency.observe(took);
     }
 
-    /// The latency quantile `q` (0..1) in ms, as the upper bound of the bucket
-    /// holding it; `None` before the first sample.
+    /// Add one connect-time sample.
+    pub fn record_connect(&self, took: Duration) {
+        self.connect_latency.observe(took);
+    }
+
+    /// The request latency quantile `q` in ms; `None` before the first sample.
     pub fn latency_quantile_ms(&self, q: f64) -> Option<f64> {
-        let counts: Vec<u64> = self.latency.iter().map(|c| c.load(Relaxed)).collect();
-        let total: u64 = counts.iter().sum();
-        if total == 0 {
-            return None;
-        }
-        let rank = (q * total as f64).ceil().max(1.0) as u64;
-        let mut seen = 0;
-        for (i, c) in counts.iter().enumerate() {
-            seen += c;
-            if seen >= rank {
-                return Some(*LATENCY_BOUNDS_MS.get(i).unwrap_or(&f64::INFINITY));
-            }
-        }
-        None
+        self.request_latency.quantile(q).map(|s| s * 1000.0)
     }
 
     /// Current load as seen by the balancers.
     pub fn load(&self) -> i64 {
         self.active_connections.load(Relaxed).max(0)
+    }
+}
+
+/// Counters for one `[[listener]]`, kept for the life of the process (the
+/// set of listeners cannot change without a restart).
+#[derive(Debug, Default)]
+pub struct ListenerStats {
+    /// Client connections open now.
+    pub connections_open: AtomicI64,
+    /// Client connections accepted since start.
+    pub connections_total: AtomicU64,
+    /// Requests read (HTTP/1 and HTTP/2).
+    pub requests: AtomicU64,
+    /// Completed TLS handshakes.
+    pub tls_handshakes: AtomicU64,
+    /// Failed or timed-out TLS handshakes.
+    pub tls_failures: AtomicU64,
+    /// Connections refused by `[server] max_connections`.
+    pub refused_max_connections: AtomicU64,
+    /// Connections refused by `max_connections_per_ip`.
+    pub refused_per_ip: AtomicU64,
+    /// Requests and upgrades answered 429.
+    pub refused_rate: AtomicU64,
+    /// Connections closed for a PROXY header that was missing, bad or untrusted.
+    pub refused_proxy_protocol: AtomicU64,
+    /// Request heads that missed `header_timeout` (answered 408).
+    pub header_timeouts: AtomicU64,
+    /// Heads refused as malformed or oversized (400, 414, 431 …).
+    pub bad_requests: AtomicU64,
+}
+
+impl ListenerStats {
+    /// Count a head refused with `status`.
+    pub fn refused_head(&self, status: u16) {
+        if status != 408 {
+            self.bad_requests.fetch_add(1, Relaxed);
+        }
+    }
+}
+
+/// Holds one open connection in its listener's gauge.
+#[derive(Debug)]
+pub struct OpenConnection(std::sync::Arc<ListenerStats>);
+
+impl OpenConnection {
+    /// Count a new connection on `stats`.
+    pub fn new(stats: std::sync::Arc<ListenerStats>) -> Self {
+        stats.connections_open.fetch_add(1, Relaxed);
+        stats.connections_total.fetch_add(1, Relaxed);
+        Self(stats)
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.connections_open.fetch_sub(1, Relaxed);
     }
 }
 

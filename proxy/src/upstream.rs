@@ -9,12 +9,14 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use pingora_ketama::{Bucket, Continuum};
 
 use crate::config;
 use crate::stats::ServerStats;
+use crate::tls::UpstreamTlsConfig;
+use crate::tunnel::control::TunnelRegistry;
 
 /// What an operator (or a later reload) has said about a server. Separate
 /// from health: a server in maintenance stays out even when it is healthy.
@@ -29,7 +31,12 @@ pub enum AdminState {
     Maint = 2,
 }
 
-/// One server of one pool: identity, weight, health and counters.
+/// One server of one pool: identity, weight, and its lasting state.
+///
+/// The state that must survive a reload while the server stays (counters,
+/// health verdict, passive ejection, admin state, open tunnels) sits behind
+/// `Arc`s, so a reload that only reweights a server builds a new
+/// `ServerState` around the same state.
 #[derive(Debug)]
 pub struct ServerState {
     /// Where the server listens (a literal IP, so the Ketama ring matches nginx's).
@@ -38,8 +45,16 @@ pub struct ServerState {
     pub weight: u32,
     /// Takes traffic only when no primary server is available.
     pub backup: bool,
-    /// Counters read by `/stats.json` and by the balancers.
+    /// Counters read by `/stats.json`, `/metrics` and by the balancers.
     pub stats: Arc<ServerStats>,
+    /// Open tunnels and the order they follow (drain, maintenance).
+    pub tunnels: Arc<TunnelRegistry>,
+    shared: Arc<Lasting>,
+}
+
+/// The parts of a server's state that outlive one pool build.
+#[derive(Debug)]
+struct Lasting {
     admin: AtomicU8,
     healthy: AtomicBool,
     inner: Mutex<Tracking>,
@@ -56,6 +71,9 @@ struct Tracking {
     window_start: Instant,
     ejected_until: Option<Instant>,
     last_change: Instant,
+    /// When the server last became available (added, recovered, back from
+    /// drain or maintenance): the start of its slow-start ramp.
+    up_since: Instant,
 }
 
 impl ServerState {
@@ -68,23 +86,55 @@ impl ServerState {
             weight: spec.weight,
             backup: spec.backup,
             stats: Arc::new(ServerStats::default()),
-            admin: AtomicU8::new(AdminState::Up as u8),
-            healthy: AtomicBool::new(true),
-            inner: Mutex::new(Tracking {
-                streak_ok: 0,
-                streak_fail: 0,
-                fails: 0,
-                window_start: now,
-                ejected_until: None,
-                last_change: now,
+            tunnels: Arc::default(),
+            shared: Arc::new(Lasting {
+                admin: AtomicU8::new(AdminState::Up as u8),
+                healthy: AtomicBool::new(true),
+                inner: Mutex::new(Tracking {
+                    streak_ok: 0,
+                    streak_fail: 0,
+                    fails: 0,
+                    window_start: now,
+                    ejected_until: None,
+                    last_change: now,
+                    up_since: now,
+                }),
             }),
         }
+    }
+
+    /// The same server with a new weight or role, keeping every piece of
+    /// its lasting state (a reload that reweights a server).
+    pub fn respecified(&self, spec: &config::ServerSpec) -> Self {
+        Self {
+            addr: self.addr,
+            weight: spec.weight,
+            backup: spec.backup,
+            stats: self.stats.clone(),
+            tunnels: self.tunnels.clone(),
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Whether `other` is the same server state (kept across a reload).
+    pub fn same_state(&self, other: &ServerState) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
     }
 
     fn tracking(&self) -> std::sync::MutexGuard<'_, Tracking> {
         // A panic while holding this lock cannot leave the counters in an
         // unsafe state, so a poisoned lock is still usable.
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        self.shared.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How far along its slow-start ramp the server is, 0..=1 (1 when
+    /// `slow_start` is off or over).
+    pub fn ramp(&self, slow_start: Option<Duration>, now: Instant) -> f64 {
+        let Some(ramp) = slow_start.filter(|d| !d.is_zero()) else {
+            return 1.0;
+        };
+        let since = now.saturating_duration_since(self.tracking().up_since);
+        (since.as_secs_f64() / ramp.as_secs_f64()).clamp(0.0, 1.0)
     }
 
     /// Whether new connections may go here now: admin state up, last health
@@ -97,12 +147,12 @@ impl ServerState {
 
     /// The last verdict of the active health checks.
     pub fn is_healthy(&self) -> bool {
-        self.healthy.load(Relaxed)
+        self.shared.healthy.load(Relaxed)
     }
 
     /// The operator-set state.
     pub fn admin_state(&self) -> AdminState {
-        match self.admin.load(Relaxed) {
+        match self.shared.admin.load(Relaxed) {
             1 => AdminState::Draining,
             2 => AdminState::Maint,
             _ => AdminState::Up,
@@ -111,8 +161,13 @@ impl ServerState {
 
     /// Change the operator-set state.
     pub fn set_admin_state(&self, state: AdminState) {
-        if self.admin.swap(state as u8, Relaxed) != state as u8 {
-            self.tracking().last_change = Instant::now();
+        let before = self.shared.admin.swap(state as u8, Relaxed);
+        if before != state as u8 {
+            let mut t = self.tracking();
+            t.last_change = Instant::now();
+            if state == AdminState::Up {
+                t.up_since = t.last_change;
+            }
         }
     }
 
@@ -146,12 +201,13 @@ impl ServerState {
         if !flip {
             return None;
         }
-        self.healthy.store(!healthy, Relaxed);
+        self.shared.healthy.store(!healthy, Relaxed);
         t.last_change = Instant::now();
         if !healthy {
             // Back from the dead: forget failures from before.
             t.fails = 0;
             t.ejected_until = None;
+            t.up_since = t.last_change;
         }
         Some(!healthy)
     }
@@ -215,6 +271,8 @@ pub struct Pool {
     pub backup_ring: Ring,
     /// Smooth weighted round-robin state (nginx's algorithm), one slot per server.
     pub(crate) rr: Mutex<Vec<i64>>,
+    /// How servers are reached over TLS, when the pool has `tls = true`.
+    pub tls: Option<Arc<UpstreamTlsConfig>>,
 }
 
 /// A Ketama continuum plus what is needed to walk it safely.
@@ -274,17 +332,27 @@ impl Ring {
 
 impl Pool {
     /// Build a pool from its validated section, reusing the state of servers
-    /// that `previous` already had (same address), so that health verdicts
-    /// and counters survive a reload.
-    pub fn new(settings: config::Upstream, previous: Option<&Pool>) -> Self {
+    /// that `previous` already had (same address; `retired` holds servers an
+    /// earlier reload removed whose tunnels still run), so that health
+    /// verdicts, counters, admin state and tunnels survive a reload.
+    pub fn new(
+        settings: config::Upstream,
+        previous: Option<&Pool>,
+        retired: &[Arc<ServerState>],
+        tls: Option<Arc<UpstreamTlsConfig>>,
+    ) -> Self {
         let servers: Vec<Arc<ServerState>> = settings
             .servers
             .iter()
             .map(|spec| {
-                previous
+                let old = previous
                     .and_then(|p| p.server(spec.addr))
-                    .filter(|s| s.weight == spec.weight && s.backup == spec.backup)
-                    .unwrap_or_else(|| Arc::new(ServerState::new(spec)))
+                    .or_else(|| retired.iter().find(|s| s.addr == spec.addr).cloned());
+                match old {
+                    Some(s) if s.weight == spec.weight && s.backup == spec.backup => s,
+                    Some(s) => Arc::new(s.respecified(spec)),
+                    None => Arc::new(ServerState::new(spec)),
+                }
             })
             .collect();
         let primary_ring = Ring::new(servers.iter().filter(|s| !s.backup).map(|s| &**s));
@@ -296,6 +364,7 @@ impl Pool {
             primary_ring,
             backup_ring,
             rr,
+            tls,
         }
     }
 

@@ -11,13 +11,21 @@ fn repo_file(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
 }
 
+/// Run the proxy with `args` from a fresh directory that holds the dev
+/// certificate at the example's relative paths (`certs/dev/…`).
 fn run(args: &[&str], config_text: Option<&str>) -> (Output, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ringway.toml");
     if let Some(text) = config_text {
         std::fs::write(&path, text).unwrap();
     }
+    let tls = ringway_tests::backend::TlsFiles::generate();
+    let certs = dir.path().join("certs/dev");
+    std::fs::create_dir_all(&certs).unwrap();
+    std::fs::copy(&tls.cert, certs.join("cert.pem")).unwrap();
+    std::fs::copy(&tls.key, certs.join("key.pem")).unwrap();
     let mut cmd = Command::new(target_bin("ringway-proxy"));
+    cmd.current_dir(dir.path());
     for a in args {
         cmd.arg(a.replace("{CONFIG}", path.to_str().unwrap()));
     }
@@ -38,6 +46,15 @@ fn the_design_example_checks_ok() {
         assert!(out.status.success(), "{text}");
         assert!(text.contains("configuration ok"), "{text}");
     }
+}
+
+#[test]
+fn check_reads_the_certificates_and_names_a_missing_one() {
+    let example = std::fs::read_to_string(repo_file("conf/ringway.toml")).unwrap();
+    let broken = example.replace("certs/dev/key.pem", "certs/dev/missing-key.pem");
+    let (out, text) = run(&["--config", "{CONFIG}", "--check"], Some(&broken));
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("listener[1].tls.key: cannot read"), "{text}");
 }
 
 #[test]
@@ -113,6 +130,5 @@ fn starting_with_features_not_built_yet_is_refused_by_name() {
     let example = std::fs::read_to_string(repo_file("conf/ringway.toml")).unwrap();
     let (out, text) = run(&["--config", "{CONFIG}"], Some(&example));
     assert_eq!(out.status.code(), Some(1), "{text}");
-    assert!(text.contains("listener[1].tls"), "{text}");
     assert!(text.contains("limits.requests_per_second"), "{text}");
 }

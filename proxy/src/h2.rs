@@ -1,0 +1,674 @@
+//! The HTTP/2 path: clients that negotiated `h2` over TLS are served by
+//! Pingora's HTTP/2 server and `ProxyHttp` request path, and proxied to
+//! HTTP/1.1 upstreams through Pingora's connectors. Pingora does HTTP/2
+//! well; what Ringway adds is the same decisions as the HTTP/1 path, from
+//! the same modules: routing and sticky keys, client identity, admission
+//! (rates, body size), passive health, stats, the access log.
+//!
+//! The phases read top to bottom as the life of a request, as in Pingora's
+//! examples. HTTP/2 limits: concurrent streams per connection capped by
+//! `limits.h2_max_concurrent_streams`; the `h2` crate bounds pending and
+//! locally-reset streams, which stops rapid-reset floods (CVE-2023-44487);
+//! an idle connection closes after `limits.keepalive_timeout`; a request
+//! head must arrive within `header_timeout`, a body keep moving within
+//! `body_timeout`. WebSockets stay on HTTP/1.1 (no extended CONNECT is
+//! advertised), so browsers open a separate HTTP/1.1 connection for them.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, LazyLock, Mutex, OnceLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora_core::apps::{HttpServerOptions, ServerApp};
+use pingora_core::protocols::http::v2::server::H2Options;
+use pingora_core::protocols::tls::SslDigest;
+use pingora_core::protocols::{
+    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl,
+    TimingDigest, UniqueID, UniqueIDType, ALPN,
+};
+use pingora_core::server::configuration::ServerConf;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_core::{Error, ErrorSource, ErrorType, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::{HttpProxy, ProxyHttp, Session};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::access_log::Entry;
+use crate::admission::Verdict;
+use crate::conn::ConnInfo;
+use crate::forwarding::Forwarding;
+use crate::h1::fields::classify;
+use crate::process::Process;
+use crate::routing::{self, Selection};
+use crate::runtime::{RouteRt, Runtime};
+use crate::sticky;
+use crate::stream::ClientStream;
+
+/// The Pingora applications, one per listener, made at start.
+static APPS: OnceLock<Vec<Arc<HttpProxy<H2App>>>> = OnceLock::new();
+
+/// Build the HTTP/2 applications for `listeners` listeners.
+pub fn install(process: &Arc<Process>, conf: &Arc<ServerConf>, listeners: usize) {
+    let apps = (0..listeners)
+        .map(|i| {
+            let rt = process.runtime.load();
+            let limits = &rt.limits.settings;
+            let mut proxy = pingora_proxy::http_proxy(
+                conf,
+                H2App {
+                    process: process.clone(),
+                    listener: i,
+                },
+            );
+            let mut h2 = H2Options::new();
+            h2.max_concurrent_streams(limits.h2_max_concurrent_streams)
+                .max_header_list_size(limits.max_header_bytes as u32)
+                .max_pending_accept_reset_streams(64)
+                .max_local_error_reset_streams(Some(256));
+            proxy.h2_options = Some(h2);
+            let mut options = HttpServerOptions::default();
+            options.h2_idle_timeout = Some(limits.keepalive_timeout);
+            proxy.server_options = Some(options);
+            Arc::new(proxy)
+        })
+        .collect();
+    let _ = APPS.set(apps);
+}
+
+/// Serve an HTTP/2 connection (TLS, ALPN `h2`) to its end.
+pub async fn serve(process: Arc<Process>, info: ConnInfo, stream: ClientStream) {
+    let Some(app) = APPS.get().and_then(|a| a.get(info.listener)).cloned() else {
+        return;
+    };
+    let limits = process.runtime.load().limits.settings.clone();
+    let io = H2Io::new(stream, &info, limits.header_timeout, limits.body_timeout);
+    let shutdown = process.shutdown_watch();
+    ServerApp::process_new(&app, Box::new(io), &shutdown).await;
+}
+
+/// What the request path tells a connection's reader about its streams:
+/// Pingora's HTTP/2 session has no read deadline of its own (its body read
+/// is marked TODO upstream), so the deadlines are enforced on the bytes.
+#[derive(Debug, Default)]
+struct ConnWatch {
+    /// Requests seen on the connection.
+    requests: AtomicU64,
+    /// Streams whose request body is still arriving.
+    waiting_bodies: AtomicI64,
+}
+
+/// The watches of open HTTP/2 connections, by client address (the request
+/// path finds its connection's watch from the address Pingora reports).
+static WATCHES: LazyLock<Mutex<HashMap<SocketAddr, Arc<ConnWatch>>>> =
+    LazyLock::new(|| Mutex::new(HashMap::new()));
+
+fn watch_of(addr: Option<SocketAddr>) -> Option<Arc<ConnWatch>> {
+    let addr = addr?;
+    WATCHES
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&addr)
+        .cloned()
+}
+
+/// Holds a stream in `waiting_bodies` until its body has arrived.
+struct BodyWait(Arc<ConnWatch>);
+
+impl Drop for BodyWait {
+    fn drop(&mut self) {
+        self.0.waiting_bodies.fetch_sub(1, Relaxed);
+    }
+}
+
+/// A client's TLS stream in the shape Pingora's HTTP/2 server takes, with
+/// the client's address (after any PROXY header) and TLS facts attached,
+/// and the deadlines Pingora lacks: the first request's head must arrive
+/// within `header_timeout` of the connection's start, and while any stream
+/// waits for request body bytes, the connection must deliver a byte within
+/// `body_timeout`. Past either, reads fail and the connection closes.
+struct H2Io {
+    inner: ClientStream,
+    socket: Arc<SocketDigest>,
+    ssl: Arc<SslDigest>,
+    id: UniqueIDType,
+    established: std::time::SystemTime,
+    client: SocketAddr,
+    watch: Arc<ConnWatch>,
+    first_request_by: tokio::time::Instant,
+    body_timeout: Duration,
+    last_read: tokio::time::Instant,
+    timer: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Drop for H2Io {
+    fn drop(&mut self) {
+        WATCHES
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.client);
+    }
+}
+
+impl std::fmt::Debug for H2Io {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("H2Io")
+    }
+}
+
+impl H2Io {
+    fn new(
+        inner: ClientStream,
+        info: &ConnInfo,
+        header_timeout: Duration,
+        body_timeout: Duration,
+    ) -> Self {
+        use std::os::fd::AsRawFd;
+        let fd = inner.tcp().as_raw_fd();
+        let socket = SocketDigest::from_raw_fd(fd);
+        let _ = socket
+            .peer_addr
+            .set(Some(pingora_core::protocols::l4::socket::SocketAddr::Inet(
+                info.client,
+            )));
+        let (version, cipher) = match &inner {
+            ClientStream::Tls(s) => {
+                let conn = s.get_ref().1;
+                (
+                    conn.protocol_version()
+                        .map_or("", |v| v.as_str().unwrap_or("")),
+                    conn.negotiated_cipher_suite()
+                        .and_then(|c| c.suite().as_str())
+                        .unwrap_or(""),
+                )
+            }
+            ClientStream::Plain(_) => ("", ""),
+        };
+        let watch = Arc::new(ConnWatch::default());
+        WATCHES
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(info.client, watch.clone());
+        let first_request_by = info.accepted + header_timeout;
+        Self {
+            inner,
+            socket: Arc::new(socket),
+            ssl: Arc::new(SslDigest::new(cipher, version, None, None, Vec::new())),
+            id: fd,
+            established: std::time::SystemTime::now(),
+            client: info.client,
+            watch,
+            first_request_by,
+            body_timeout,
+            last_read: tokio::time::Instant::now(),
+            timer: Box::pin(tokio::time::sleep_until(first_request_by)),
+        }
+    }
+
+    /// The instant reads must have made progress by, if any deadline applies.
+    fn deadline(&self) -> Option<tokio::time::Instant> {
+        let first = (self.watch.requests.load(Relaxed) == 0).then_some(self.first_request_by);
+        let body = (self.watch.waiting_bodies.load(Relaxed) > 0)
+            .then(|| self.last_read + self.body_timeout);
+        match (first, body) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+impl AsyncRead for H2Io {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        match Pin::new(&mut self.inner).poll_read(cx, buf) {
+            Poll::Ready(r) => {
+                if buf.filled().len() > before {
+                    self.last_read = tokio::time::Instant::now();
+                }
+                Poll::Ready(r)
+            }
+            Poll::Pending => {
+                let Some(deadline) = self.deadline() else {
+                    return Poll::Pending;
+                };
+                if self.timer.deadline() != deadline {
+                    self.timer.as_mut().reset(deadline);
+                }
+                match self.timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "client missed its HTTP/2 header or body deadline",
+                    ))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+}
+
+impl AsyncWrite for H2Io {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[async_trait]
+impl Shutdown for H2Io {
+    async fn shutdown(&mut self) {
+        use tokio::io::AsyncWriteExt;
+        let _ = self.inner.shutdown().await;
+    }
+}
+
+impl UniqueID for H2Io {
+    fn id(&self) -> UniqueIDType {
+        self.id
+    }
+}
+
+impl Ssl for H2Io {
+    fn get_ssl_digest(&self) -> Option<Arc<SslDigest>> {
+        Some(self.ssl.clone())
+    }
+    fn selected_alpn_proto(&self) -> Option<ALPN> {
+        Some(ALPN::H2)
+    }
+}
+
+impl GetTimingDigest for H2Io {
+    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
+        vec![Some(TimingDigest {
+            established_ts: self.established,
+            ..Default::default()
+        })]
+    }
+}
+
+impl GetProxyDigest for H2Io {
+    fn get_proxy_digest(&self) -> Option<Arc<pingora_core::protocols::raw_connect::ProxyDigest>> {
+        None
+    }
+}
+
+impl GetSocketDigest for H2Io {
+    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
+        Some(self.socket.clone())
+    }
+}
+
+#[async_trait]
+impl Peek for H2Io {}
+
+/// The `ProxyHttp` application of one listener.
+pub struct H2App {
+    process: Arc<Process>,
+    listener: usize,
+}
+
+/// What one HTTP/2 request carries from phase to phase.
+pub struct RequestCtx {
+    started: Instant,
+    runtime: Arc<Runtime>,
+    route: Option<usize>,
+    key: Option<Vec<u8>>,
+    forwarding: Option<Forwarding>,
+    selection: Option<Selection>,
+    tried: Vec<SocketAddr>,
+    body_bytes: u64,
+    max_body: u64,
+    entry: Entry,
+    body_wait: Option<BodyWait>,
+}
+
+impl RequestCtx {
+    fn route(&self) -> Option<&RouteRt> {
+        self.route.and_then(|i| self.runtime.routes.get(i))
+    }
+}
+
+async fn respond(
+    session: &mut Session,
+    status: u16,
+    headers: &[(&str, &str)],
+    hsts: Option<&str>,
+) -> Result<()> {
+    let mut resp = ResponseHeader::build(status, Some(4))?;
+    let body = format!("{status}\n");
+    resp.insert_header("Content-Type", "text/plain; charset=utf-8")?;
+    resp.insert_header("Content-Length", body.len().to_string())?;
+    for (k, v) in headers {
+        resp.insert_header(k.to_string(), v.to_string())?;
+    }
+    if let Some(h) = hsts {
+        resp.insert_header("Strict-Transport-Security", h)?;
+    }
+    session.write_response_header(Box::new(resp), false).await?;
+    session
+        .write_response_body(Some(Bytes::from(body)), true)
+        .await?;
+    Ok(())
+}
+
+#[async_trait]
+impl ProxyHttp for H2App {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            started: Instant::now(),
+            runtime: self.process.runtime.load_full(),
+            route: None,
+            key: None,
+            forwarding: None,
+            selection: None,
+            tried: Vec::new(),
+            body_bytes: 0,
+            max_body: 0,
+            entry: Entry::default(),
+            body_wait: None,
+        }
+    }
+
+    /// Route the request, work out who the client is and its sticky key,
+    /// and admit it (rate, body size).
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let rt = ctx.runtime.clone();
+        let listener = rt.listener(self.listener);
+        let limits = &rt.limits.settings;
+        self.process
+            .stats
+            .listener(self.listener)
+            .requests
+            .fetch_add(1, Relaxed);
+        let client_addr = session.client_addr().and_then(|a| a.as_inet()).copied();
+        if let Some(watch) = watch_of(client_addr) {
+            watch.requests.fetch_add(1, Relaxed);
+            if !session.is_body_empty() {
+                watch.waiting_bodies.fetch_add(1, Relaxed);
+                ctx.body_wait = Some(BodyWait(watch));
+            }
+        }
+        let req = session.req_header();
+        let client = client_addr.map_or(std::net::IpAddr::from([0, 0, 0, 0]), |a| a.ip());
+        let h = &req.headers;
+        let fwd = Forwarding::resolve(
+            client,
+            true,
+            &limits.trusted_proxies,
+            h.get_all("x-forwarded-for").iter().map(|v| v.as_bytes()),
+            h.get("x-forwarded-proto").map(|v| v.as_bytes()),
+            h.get("x-request-id").map(|v| v.as_bytes()),
+        );
+        let host = h
+            .get(http::header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .or_else(|| req.uri.authority().map(|a| a.as_str()))
+            .unwrap_or("")
+            .to_owned();
+        let path = req.uri.path().to_owned();
+        let target = req
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_owned();
+        ctx.entry = Entry::from_parts(
+            &rt.log,
+            self.listener,
+            req.method.as_str(),
+            &host,
+            &target,
+            &fwd,
+        );
+        let hsts = listener.hsts();
+        let Some(index) = rt.routes.iter().position(|r| r.route.matches(&host, &path)) else {
+            respond(session, 404, &[], hsts).await?;
+            return Ok(true);
+        };
+        let route = &rt.routes[index];
+        ctx.entry.upstream(route.pool.name());
+        if let Verdict::Limited(headers) = self.process.admission.request(&rt, route, fwd.client_ip)
+        {
+            self.process
+                .stats
+                .listener(self.listener)
+                .refused_rate
+                .fetch_add(1, Relaxed);
+            respond(session, 429, &headers.pairs(), hsts).await?;
+            return Ok(true);
+        }
+        ctx.max_body = route.max_body_bytes(limits);
+        let declared = h
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > ctx.max_body) {
+            respond(session, 413, &[], hsts).await?;
+            return Ok(true);
+        }
+        let query = req.uri.query().map(str::as_bytes);
+        let key = sticky::extract(&route.pool.settings.hash_key, &h, query, fwd.client_ip);
+        ctx.entry.key_source(key.as_ref().map(|k| k.source));
+        ctx.key = key.map(|k| k.as_bytes().to_vec());
+        session.set_read_timeout(Some(limits.body_timeout));
+        session.set_write_timeout(Some(limits.client_write_timeout));
+        ctx.forwarding = Some(fwd);
+        ctx.route = Some(index);
+        Ok(false)
+    }
+
+    /// Count body bytes; past the route's limit the request is refused.
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if end_of_stream {
+            ctx.body_wait = None;
+        }
+        if let Some(b) = body {
+            ctx.body_bytes += b.len() as u64;
+            if ctx.body_bytes > ctx.max_body {
+                return Error::e_explain(ErrorType::HTTPStatus(413), "request body too large");
+            }
+        }
+        Ok(())
+    }
+
+    /// Choose the server (again, after a connect failure) and describe the
+    /// connection to it, every timeout explicit, TLS verified.
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        let Some(pool) = ctx.route().map(|r| r.pool.clone()) else {
+            return Error::e_explain(ErrorType::InternalError, "no route chosen");
+        };
+        let selection =
+            routing::select(&pool, ctx.key.as_deref(), &ctx.tried).ok_or_else(|| {
+                Error::explain(ErrorType::HTTPStatus(502), "no upstream server available")
+            })?;
+        let addr = selection.server.addr;
+        selection.server.stats.requests_total.fetch_add(1, Relaxed);
+        ctx.entry.server(addr);
+        ctx.selection = Some(selection);
+        let s = &pool.settings;
+        let mut peer = match &pool.tls {
+            None => HttpPeer::new(addr, false, String::new()),
+            Some(tls) => {
+                let sni = tls.sni_text(addr);
+                let mut peer = HttpPeer::new(addr, true, sni);
+                peer.options.verify_cert = tls.verify;
+                peer.options.verify_hostname = tls.verify;
+                peer.options.ca = tls.pingora_ca();
+                peer
+            }
+        };
+        peer.options.connection_timeout = Some(s.connect_timeout);
+        peer.options.total_connection_timeout = Some(s.connect_timeout);
+        peer.options.read_timeout = Some(s.read_timeout);
+        peer.options.write_timeout = Some(s.write_timeout);
+        peer.options.idle_timeout = Some(s.keepalive_timeout);
+        Ok(Box::new(peer))
+    }
+
+    /// A connect failure is the server's: count it, retry elsewhere within
+    /// the pool's budget (nothing was sent yet).
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        if let (Some(sel), Some(pool)) = (ctx.selection.take(), ctx.route().map(|r| r.pool.clone()))
+        {
+            sel.server.stats.connect_errors.fetch_add(1, Relaxed);
+            sel.server.record_failure(&pool.settings.passive);
+            ctx.tried.push(sel.server.addr);
+            if ctx.tried.len() <= pool.settings.retries {
+                sel.server.stats.retries.fetch_add(1, Relaxed);
+                e.set_retry(true);
+            }
+        }
+        e
+    }
+
+    /// A failure after connecting: the server's only when its side failed
+    /// (Pingora reports the client's aborts here too); retried only for an
+    /// idempotent request on a stale pooled connection.
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        let stale_pooled = client_reused
+            && session.req_header().method.is_idempotent()
+            && !session.as_ref().retry_buffer_truncated()
+            && session.response_written().is_none();
+        if stale_pooled {
+            e.retry.decide_reuse(true);
+            return e;
+        }
+        if e.esource() == &ErrorSource::Upstream {
+            if let (Some(sel), Some(pool)) = (ctx.selection.as_ref(), ctx.route()) {
+                sel.server.record_failure(&pool.pool.settings.passive);
+            }
+        }
+        e.set_retry(false);
+        e
+    }
+
+    /// Tell the upstream who the client is; drop what an untrusted peer
+    /// may not assert.
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let Some(fwd) = &ctx.forwarding else {
+            return Ok(());
+        };
+        let xff: Vec<Vec<u8>> = session
+            .req_header()
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .map(|v| v.as_bytes().to_vec())
+            .collect();
+        let names: Vec<String> = upstream_request
+            .headers
+            .keys()
+            .map(|k| k.as_str().to_owned())
+            .collect();
+        for name in names {
+            if fwd.drops(classify(&name)) {
+                upstream_request.remove_header(&name);
+            }
+        }
+        for (name, value) in fwd.pairs(xff.iter().map(Vec::as_slice)) {
+            upstream_request.insert_header(name, value)?;
+        }
+        Ok(())
+    }
+
+    /// HSTS on every response of a listener that asks for it.
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(h) = ctx.runtime.listener(self.listener).hsts() {
+            if upstream_response
+                .headers
+                .get("strict-transport-security")
+                .is_none()
+            {
+                upstream_response.insert_header("Strict-Transport-Security", h)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Count the finished request and log it.
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        ctx.body_wait = None;
+        let status = session
+            .response_written()
+            .map_or(if e.is_some() { 502 } else { 0 }, |r| r.status.as_u16());
+        let (bytes_in, bytes_out) = (
+            session.body_bytes_read() as u64,
+            session.body_bytes_sent() as u64,
+        );
+        if let Some(sel) = ctx.selection.take() {
+            let stats = &sel.server.stats;
+            stats.record_status(status);
+            if e.is_none() {
+                sel.server.record_success();
+                if let Some(pool) = ctx.route() {
+                    if pool.pool.settings.passive.count_5xx && status >= 500 {
+                        sel.server.record_failure(&pool.pool.settings.passive);
+                    }
+                }
+            }
+            stats.bytes_in.fetch_add(bytes_in, Relaxed);
+            stats.bytes_out.fetch_add(bytes_out, Relaxed);
+            stats.record_latency(ctx.started.elapsed());
+        }
+        let error = e.map(|e| e.to_string());
+        self.process.log(ctx.entry.finish(
+            status,
+            bytes_in,
+            bytes_out,
+            ctx.started,
+            error.as_deref(),
+        ));
+    }
+}
