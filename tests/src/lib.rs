@@ -12,6 +12,7 @@
 pub mod backend;
 pub mod configs;
 pub mod contracts;
+pub mod raw;
 pub mod sticky;
 
 use std::collections::{BTreeMap, HashSet};
@@ -214,6 +215,8 @@ pub struct FixtureOpts {
     pub reset: bool,
     /// Status of `GET /health`.
     pub health_status: u16,
+    /// Answer upgrades with this status instead of 101.
+    pub upgrade_status: Option<u16>,
 }
 
 impl Default for FixtureOpts {
@@ -222,6 +225,7 @@ impl Default for FixtureOpts {
             eager_101: false,
             reset: false,
             health_status: 200,
+            upgrade_status: None,
         }
     }
 }
@@ -255,6 +259,9 @@ impl Fixture {
         }
         cmd.arg("--health-status")
             .arg(opts.health_status.to_string());
+        if let Some(status) = opts.upgrade_status {
+            cmd.arg("--upgrade-status").arg(status.to_string());
+        }
         let child = Child::spawn(cmd);
         for (_, addr) in servers {
             if let Err(e) = wait_for_port(*addr, Duration::from_secs(10)).await {

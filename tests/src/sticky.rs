@@ -62,3 +62,17 @@ pub async fn map_keys(
 pub fn keys(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}{i}")).collect()
 }
+
+/// A key (`k0`, `k1`, …) that nginx's Ketama ring over `servers` (weight
+/// 1 each) maps to `target`, so a test can aim a request at one server.
+pub fn key_for(servers: &[std::net::SocketAddr], target: std::net::SocketAddr) -> String {
+    let buckets: Vec<pingora_ketama::Bucket> = servers
+        .iter()
+        .map(|a| pingora_ketama::Bucket::new(*a, 1))
+        .collect();
+    let ring = pingora_ketama::Continuum::new(&buckets);
+    (0..100_000)
+        .map(|i| format!("k{i}"))
+        .find(|k| ring.node(k.as_bytes()) == Some(target))
+        .expect("some key maps to every server")
+}

@@ -4,10 +4,12 @@
 //! HTTP/1.1 (keep-alive) with its name, reflects request headers, answers
 //! `/health`, and runs a WebSocket echo that also tells its name;
 //! `/hang-up` reads the request and closes without answering, and `/stats`
-//! counts what each listener served. Two
-//! misbehaving modes exist for the tests that need them: `--eager-101`
-//! writes `101` before reading the request (the trigger of Pingora #946),
-//! and `--reset` accepts and resets every connection.
+//! counts what each listener served. Upgrades to `/ws-refuse` get a 403
+//! with a body, to `/ws-interim` a `103` before the `101`, to
+//! `/ws-no-upgrade` a `101` that names `h2c`. Misbehaving modes for the
+//! tests that need them: `--eager-101` writes `101` before reading the
+//! request (the trigger of Pingora #946), `--reset` accepts and resets every
+//! connection, `--upgrade-status N` answers every upgrade with N.
 //!
 //! It prints `ready` once every listener is bound.
 
@@ -43,6 +45,10 @@ struct Opts {
     /// Status of `GET /health`.
     #[arg(long, default_value_t = 200)]
     health_status: u16,
+    /// Answer every WebSocket upgrade with this status instead of 101
+    /// (503: a node shutting down).
+    #[arg(long)]
+    upgrade_status: Option<u16>,
 }
 
 /// One listener's identity and counters.
@@ -51,6 +57,7 @@ struct Listener {
     eager_101: bool,
     reset: bool,
     health_status: u16,
+    upgrade_status: Option<u16>,
     http: AtomicU64,
     ws: AtomicU64,
     /// Requests to `/hang-up`, each read whole and answered by closing.
@@ -71,6 +78,7 @@ async fn main() -> anyhow::Result<()> {
             eager_101: opts.eager_101,
             reset: opts.reset,
             health_status: opts.health_status,
+            upgrade_status: opts.upgrade_status,
             http: AtomicU64::new(0),
             ws: AtomicU64::new(0),
             hangups: AtomicU64::new(0),
@@ -146,9 +154,38 @@ async fn serve(mut stream: TcpStream, me: Arc<Listener>) -> anyhow::Result<()> {
             .header("upgrade")
             .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
         if is_ws {
+            if let Some(status) = me.upgrade_status {
+                me.http.fetch_add(1, Relaxed);
+                let reply = format!(
+                    "HTTP/1.1 {status} Unavailable\r\nContent-Length: 0\r\nConnection: close\r\nX-Served-By: {}\r\n\r\n",
+                    me.name
+                );
+                stream.write_all(reply.as_bytes()).await?;
+                return Ok(());
+            }
+            let path = head.target.split('?').next().unwrap_or("");
+            if path == "/ws-refuse" {
+                // A refusal with a body, keeping the connection open: the
+                // proxy must relay it and close the client's connection.
+                let body = "no websocket for you";
+                let reply = format!(
+                    "HTTP/1.1 403 Forbidden\r\nContent-Length: {}\r\nX-Served-By: {}\r\n\r\n{body}",
+                    body.len(),
+                    me.name
+                );
+                stream.write_all(reply.as_bytes()).await?;
+                continue;
+            }
+            if path == "/ws-interim" {
+                // Interim answers before the final one (RFC 9110 §15.2).
+                stream
+                    .write_all(b"HTTP/1.1 103 Early Hints\r\nLink: </app.css>; rel=preload\r\n\r\n")
+                    .await?;
+            }
+            let upgrade = if path == "/ws-no-upgrade" { "h2c" } else { "websocket" };
             let key = head.header("sec-websocket-key").unwrap_or_default();
             let reply = format!(
-                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: {upgrade}\r\nConnection: Upgrade\r\n\
                  Sec-WebSocket-Accept: {}\r\nX-Served-By: {}\r\n\r\n",
                 derive_accept_key(key.as_bytes()),
                 me.name
