@@ -47,6 +47,8 @@ impl ProcessStats {
 /// The outcome of the last reload, as `/stats.json` shows it.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ReloadRecord {
+    /// Which reload this was (1 for the first since start).
+    pub seq: u64,
     /// When it happened (seconds since the Unix epoch).
     pub time: u64,
     /// `"ok"` or `"failed"`.
@@ -132,7 +134,8 @@ impl Process {
     }
 
     /// Count a reload outcome.
-    pub fn record_reload(&self, record: ReloadRecord) {
+    pub fn record_reload(&self, mut record: ReloadRecord) {
+        record.seq = self.reloads.ok.load(Relaxed) + self.reloads.failed.load(Relaxed) + 1;
         let counter = if record.result == "ok" {
             &self.reloads.ok
         } else {

@@ -126,6 +126,7 @@ pub fn reload(process: &Process, path: &Path) -> ReloadRecord {
             }
             crate::notify::reloaded(Err(errors.first().map_or("", String::as_str)));
             ReloadRecord {
+                seq: 0,
                 time,
                 result: "failed",
                 errors,
@@ -138,6 +139,7 @@ pub fn reload(process: &Process, path: &Path) -> ReloadRecord {
             if let Err(e) = process.access_log.reconfigure(&next.log) {
                 tracing::error!(error = %e, "reload: log.access cannot be opened; the running configuration is unchanged");
                 let record = ReloadRecord {
+                    seq: 0,
                     time,
                     result: "failed",
                     errors: vec![format!("log.access: {e}")],
@@ -163,6 +165,7 @@ pub fn reload(process: &Process, path: &Path) -> ReloadRecord {
             );
             crate::notify::reloaded(Ok(()));
             ReloadRecord {
+                seq: 0,
                 time,
                 result: "ok",
                 errors: Vec::new(),

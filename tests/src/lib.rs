@@ -355,6 +355,35 @@ impl Proxy {
     pub async fn stats(&self) -> serde_json::Value {
         get_json(&self.admin_url("/stats.json")).await
     }
+
+    /// `config_toml` with this proxy's `{LISTEN}` and `{ADMIN}` filled in.
+    pub fn fill(&self, config_toml: &str) -> String {
+        config_toml
+            .replace("{LISTEN}", &self.listen.to_string())
+            .replace("{ADMIN}", &self.admin.to_string())
+    }
+
+    /// Write `config_toml` (placeholders filled) over the config file and
+    /// send SIGHUP; returns the reload record once `/stats.json` shows a
+    /// new one (the reload is synchronous in the proxy, so this is prompt).
+    pub async fn reload_with(&self, config_toml: &str) -> serde_json::Value {
+        let before = self.stats().await["last_reload"].clone();
+        std::fs::write(&self.config_path, self.fill(config_toml)).expect("write config");
+        self.child.signal(libc::SIGHUP);
+        let start = Instant::now();
+        loop {
+            let now = self.stats().await["last_reload"].clone();
+            if !now.is_null() && now != before {
+                return now;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "no reload within 10 s\n{}",
+                self.child.log()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
 }
 
 /// The system nginx, run in the foreground with a private prefix.
