@@ -21,7 +21,7 @@ use pingora_load_balancing::health_check::{HealthCheck, HttpHealthCheck, TcpHeal
 use pingora_load_balancing::Backend;
 
 use crate::config::{CheckKind, HealthCheck as CheckSettings};
-use crate::runtime::SharedRuntime;
+use crate::runtime::{Runtime, SharedRuntime};
 use crate::upstream::ServerState;
 
 /// How often the scheduler looks for due checks. Small against any sane
@@ -96,6 +96,50 @@ async fn run_probe(
     )
 }
 
+/// Probe one server and record the result as one check of its streak.
+async fn check_server(
+    pool: &str,
+    server: &ServerState,
+    probe: &(dyn HealthCheck + Send + Sync),
+    settings: &CheckSettings,
+) {
+    let ok = run_probe(probe, server.addr, settings.timeout).await;
+    if let Some(healthy) = server.observe_check(ok, settings.rise, settings.fall) {
+        report(pool, server, healthy);
+    }
+}
+
+/// One round now, outside the schedule: every server of every pool that has
+/// a health check is probed once (concurrently) and the verdicts recorded as
+/// scheduled checks would. It exists so tests can prove that every config
+/// the validator accepts can be probed without a panic; a panic inside a
+/// probe is re-raised here rather than swallowed by its task.
+pub async fn check_once(runtime: &Runtime) {
+    let mut probes = tokio::task::JoinSet::new();
+    for (name, pool) in &runtime.pools {
+        let Some(settings) = pool.health_check() else {
+            continue;
+        };
+        let probe = probe_for(settings);
+        for server in &pool.servers {
+            let (name, server, probe, settings) = (
+                name.clone(),
+                server.clone(),
+                probe.clone(),
+                settings.clone(),
+            );
+            probes.spawn(async move { check_server(&name, &server, &*probe, &settings).await });
+        }
+    }
+    while let Some(done) = probes.join_next().await {
+        if let Err(e) = done {
+            if e.is_panic() {
+                std::panic::resume_unwind(e.into_panic());
+            }
+        }
+    }
+}
+
 fn report(pool: &str, server: &ServerState, healthy: bool) {
     if healthy {
         tracing::info!(upstream = pool, server = %server.addr, "server is healthy again");
@@ -144,12 +188,7 @@ impl BackgroundService for HealthChecker {
                         name.clone(),
                     );
                     tokio::spawn(async move {
-                        let ok = run_probe(&*probe, server.addr, settings.timeout).await;
-                        if let Some(healthy) =
-                            server.observe_check(ok, settings.rise, settings.fall)
-                        {
-                            report(&pool_name, &server, healthy);
-                        }
+                        check_server(&pool_name, &server, &*probe, &settings).await;
                     });
                 }
             }
