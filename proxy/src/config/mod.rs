@@ -4,7 +4,18 @@
 //! Owns every rule about what a config may say, and reports every broken
 //! rule in one pass, each with the TOML path of the offending value
 //! (`upstream.chat.servers[1].weight: …`), so an operator fixes a file in
-//! one round. It reads the file and nothing else: no network, no Pingora.
+//! one round. Every duration and count is bounded, so a config it accepts
+//! cannot overflow a clock or panic a component when it is built and run.
+//! It reads the file and nothing else: no network, no Pingora. Server names
+//! are checked with rustls' own rules (`rustls-pki-types`, the crate the
+//! TLS stack uses), so a name accepted here is one rustls accepts.
+//! Certificate files are read by the TLS module.
+//!
+//! Layout: the public types live here; `raw` mirrors the TOML; `validate`
+//! splits the file and checks `[server]`, `[log]` and `[admin]`;
+//! `listeners`, `routes`, `upstreams` and `limits` check their sections;
+//! `names` holds the pure string checks and `problems` the error collector
+//! and bounded readers; `restart` says what a reload cannot change.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -450,48 +461,14 @@ impl fmt::Display for ConfigErrors {
     }
 }
 
-impl Config {
-    /// The settings that differ between `self` (running) and `next` but
-    /// cannot change in a running process — Pingora fixes them at start —
-    /// each named by its TOML path. Empty when `next` can be reloaded in
-    /// place; otherwise the reload is refused as a whole and the operator
-    /// restarts or runs `--upgrade`.
-    pub fn restart_required(&self, next: &Config) -> Vec<String> {
-        let mut out = Vec::new();
-        let (a, b) = (&self.server, &next.server);
-        if a.threads != b.threads {
-            out.push("server.threads".to_owned());
-        }
-        if a.grace_period != b.grace_period {
-            out.push("server.grace_period".to_owned());
-        }
-        if a.graceful_shutdown_timeout != b.graceful_shutdown_timeout {
-            out.push("server.graceful_shutdown_timeout".to_owned());
-        }
-        if a.upgrade_sock != b.upgrade_sock {
-            out.push("server.upgrade_sock".to_owned());
-        }
-        if self.admin.as_ref().map(|a| a.listen) != next.admin.as_ref().map(|a| a.listen) {
-            out.push("admin.listen".to_owned());
-        }
-        let addrs = |c: &Config| c.listeners.iter().map(|l| l.listen).collect::<Vec<_>>();
-        if addrs(self) != addrs(next) {
-            out.push("listener: the set of listeners (listen addresses)".to_owned());
-            return out;
-        }
-        for (i, (x, y)) in self.listeners.iter().zip(&next.listeners).enumerate() {
-            if x.tls.is_some() != y.tls.is_some() {
-                out.push(format!("listener[{i}].tls (on/off)"));
-            }
-            if x.proxy_protocol != y.proxy_protocol {
-                out.push(format!("listener[{i}].proxy_protocol"));
-            }
-        }
-        out
-    }
-}
-
+mod limits;
+mod listeners;
+mod names;
+mod problems;
 mod raw;
+mod restart;
+mod routes;
 #[cfg(test)]
 mod tests;
+mod upstreams;
 mod validate;

@@ -1,86 +1,32 @@
-//! Validation: raw TOML values into the public config types, collecting every
-//! problem with its TOML path in one pass.
+//! Validation, top level: split the TOML document into its sections, hand
+//! each to its validator, and validate the small process-wide sections
+//! (`[server]`, `[log]`, `[admin]`) here.
+//!
+//! Every problem goes into one [`Problems`] list with its TOML path, so a
+//! file is either accepted whole or rejected with every error at once. A
+//! section that fails to deserialize is skipped, never guessed at.
 
-use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ipnet::IpNet;
 use serde::de::DeserializeOwned;
 
+use super::limits::validate_limits;
+use super::listeners::validate_listeners;
+use super::names;
+use super::problems::{Problems, Span};
 use super::raw::*;
+use super::routes::validate_routes;
+use super::upstreams::validate_upstream;
 use super::*;
 
-/// Collects errors as validation goes, so one pass reports them all.
-#[derive(Default)]
-struct Problems(Vec<ConfigError>);
+/// The top-level keys a file may have.
+const TOP_LEVEL_KEYS: &str = "server, log, admin, listener, route, upstream, limits";
 
-impl Problems {
-    fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.0.push(ConfigError {
-            path: path.into(),
-            message: message.into(),
-        });
-    }
-
-    /// Deserialize `value` (found at `path`) into `T`, recording a failure
-    /// at the precise path inside it.
-    fn typed<T: DeserializeOwned>(&mut self, path: &str, value: toml::Value) -> Option<T> {
-        match serde_path_to_error::deserialize::<_, T>(value) {
-            Ok(t) => Some(t),
-            Err(e) => {
-                let inner = e.path().to_string();
-                // toml appends context lines ("in `servers`"); the path says it better.
-                let message = e.inner().to_string();
-                let message = message.lines().next().unwrap_or_default();
-                let message = message.replacen("unknown field", "unknown key", 1);
-                let at = match inner.as_str() {
-                    "." => path.to_owned(),
-                    p if p.starts_with('[') => format!("{path}{p}"),
-                    p => format!("{path}.{p}"),
-                };
-                self.add(at, message);
-                None
-            }
-        }
-    }
-
-    fn duration(&mut self, path: &str, text: Option<&str>, default: Duration) -> Duration {
-        let Some(text) = text else {
-            return default;
-        };
-        match humantime::parse_duration(text) {
-            Ok(d) => d,
-            Err(e) => {
-                self.add(
-                    path,
-                    format!(
-                        "invalid duration {text:?}: {e} (write e.g. \"500ms\", \"2s\", \"1h\")"
-                    ),
-                );
-                default
-            }
-        }
-    }
-
-    fn positive_duration(&mut self, path: &str, text: Option<&str>, default: Duration) -> Duration {
-        let d = self.duration(path, text, default);
-        if d.is_zero() {
-            self.add(path, "must be greater than zero");
-        }
-        d
-    }
-
-    fn addr(&mut self, path: &str, text: &str) -> Option<SocketAddr> {
-        match text.parse() {
-            Ok(a) => Some(a),
-            Err(_) => {
-                self.add(path, format!("invalid address {text:?}: expected a literal IP:PORT such as \"127.0.0.1:9001\" or \"[::1]:9001\""));
-                None
-            }
-        }
-    }
-}
+/// Longest Unix socket path: `sun_path` holds 108 bytes with the final NUL.
+/// Pingora unwraps the socket address it builds from `upgrade_sock`, so a
+/// longer path would abort an `--upgrade` start.
+const MAX_SOCKET_PATH: usize = 107;
 
 impl Config {
     /// Read a config file and validate it.
@@ -104,13 +50,9 @@ impl Config {
         })?;
         let mut p = Problems::default();
 
-        let server = match table.remove("server") {
-            Some(v) => p.typed::<RawServer>("server", v).unwrap_or_default(),
-            None => RawServer::default(),
-        };
-        let admin = table
-            .remove("admin")
-            .and_then(|v| p.typed::<RawAdmin>("admin", v));
+        let server: RawServer = section(&mut p, &mut table, "server").unwrap_or_default();
+        let log: RawLog = section(&mut p, &mut table, "log").unwrap_or_default();
+        let admin: Option<RawAdmin> = section(&mut p, &mut table, "admin");
         let listeners: Vec<(String, RawListener)> = items(&mut p, &mut table, "listener");
         let routes: Vec<(String, RawRoute)> = items(&mut p, &mut table, "route");
         let mut upstream_names: Vec<String> = Vec::new();
@@ -118,8 +60,12 @@ impl Config {
         match table.remove("upstream") {
             Some(toml::Value::Table(t)) => {
                 for (name, v) in t {
+                    let at = format!("upstream.{name}");
+                    if let Err(why) = names::pool_name(&name) {
+                        p.add(at.clone(), why);
+                    }
                     upstream_names.push(name.clone());
-                    if let Some(u) = p.typed::<RawUpstream>(&format!("upstream.{name}"), v) {
+                    if let Some(u) = p.typed::<RawUpstream>(&at, v) {
                         upstreams.push((name, u));
                     }
                 }
@@ -127,25 +73,22 @@ impl Config {
             Some(_) => p.add("upstream", "must be a table of [upstream.NAME] sections"),
             None => {}
         }
-        let limits = table
-            .remove("limits")
-            .and_then(|v| p.typed::<RawLimits>("limits", v));
+        let limits: Option<RawLimits> = section(&mut p, &mut table, "limits");
         for key in table.keys() {
             p.add(
                 key.as_str(),
-                "unknown key (expected server, admin, listener, route, upstream, limits)",
+                format!("unknown key (expected {TOP_LEVEL_KEYS})"),
             );
         }
 
+        let limits = limits
+            .map(|l| validate_limits(&mut p, l))
+            .unwrap_or_default();
         let config = Config {
             server: validate_server(&mut p, server),
-            admin: admin.and_then(|a| {
-                Some(AdminSettings {
-                    listen: p.addr("admin.listen", &a.listen)?,
-                    token: a.token,
-                })
-            }),
-            listeners: validate_listeners(&mut p, listeners),
+            log: validate_log(&mut p, log),
+            admin: admin.and_then(|a| validate_admin(&mut p, a)),
+            listeners: validate_listeners(&mut p, listeners, &limits),
             routes: validate_routes(&mut p, routes, &upstream_names),
             upstreams: upstreams
                 .into_iter()
@@ -154,22 +97,39 @@ impl Config {
                     (name, u)
                 })
                 .collect(),
-            log: LogSettings {
-                access: AccessLog::Stdout,
-                format: LogFormat::Json,
-                query: false,
-                buffer_lines: 65536,
-            },
-            limits: limits
-                .map(|l| validate_limits(&mut p, l))
-                .unwrap_or_default(),
+            limits,
         };
         if p.0.is_empty() {
             Ok(config)
         } else {
+            // [limits] is checked first (listeners depend on it); report in
+            // the order of the sections of a file, each in its own order.
+            p.0.sort_by_key(|e| section_rank(&e.path));
             Err(ConfigErrors(p.0))
         }
     }
+}
+
+/// Where an error's top-level section comes in [`TOP_LEVEL_KEYS`]; file-level
+/// errors first, unknown tables last.
+fn section_rank(path: &str) -> usize {
+    if path.is_empty() {
+        return 0;
+    }
+    let section = path.split(['.', '[']).next().unwrap_or_default();
+    TOP_LEVEL_KEYS
+        .split(", ")
+        .position(|k| k == section)
+        .map_or(usize::MAX, |i| i + 1)
+}
+
+/// A `[NAME]` table, deserialized on its own; `None` when absent or broken.
+fn section<T: DeserializeOwned>(
+    p: &mut Problems,
+    table: &mut toml::Table,
+    name: &str,
+) -> Option<T> {
+    table.remove(name).and_then(|v| p.typed::<T>(name, v))
 }
 
 /// `[[NAME]]` arrays: each element deserialized on its own, so one bad
@@ -200,384 +160,92 @@ fn items<T: DeserializeOwned>(
 }
 
 fn validate_server(p: &mut Problems, raw: RawServer) -> ServerSettings {
-    let threads = raw
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    if threads == 0 {
-        p.add("server.threads", "must be at least 1");
-    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     ServerSettings {
-        upgrade_sock: None,
-        max_connections: None,
-        threads: threads.max(1),
+        threads: p.count("server.threads", raw.threads, 1..=1024, cores.min(1024)),
         grace_period: p.duration(
             "server.grace_period",
             raw.grace_period.as_deref(),
+            Span::ZeroOk,
             Duration::from_secs(30),
         ),
         graceful_shutdown_timeout: p.duration(
             "server.graceful_shutdown_timeout",
             raw.graceful_shutdown_timeout.as_deref(),
+            Span::ZeroOk,
             Duration::from_secs(5),
         ),
+        upgrade_sock: raw.upgrade_sock.filter(|path| upgrade_sock_ok(p, path)),
+        max_connections: p.count_opt_why(
+            "server.max_connections",
+            raw.max_connections,
+            1..=1_000_000,
+            "leave it out to derive it from the open-file limit",
+        ),
     }
 }
 
-fn validate_listeners(p: &mut Problems, raw: Vec<(String, RawListener)>) -> Vec<Listener> {
-    if raw.is_empty() && !p.0.iter().any(|e| e.path.starts_with("listener")) {
+fn upgrade_sock_ok(p: &mut Problems, path: &Path) -> bool {
+    const AT: &str = "server.upgrade_sock";
+    let text = path.to_string_lossy();
+    if !path.is_absolute() {
+        p.add(AT, format!("{text:?} must be an absolute path"));
+        false
+    } else if text.len() > MAX_SOCKET_PATH {
         p.add(
-            "listener",
-            "no [[listener]]: the proxy would accept no connections",
+            AT,
+            format!(
+                "{} bytes is longer than a Unix socket path may be ({MAX_SOCKET_PATH} bytes)",
+                text.len()
+            ),
+        );
+        false
+    } else if text.bytes().any(|b| b.is_ascii_control()) {
+        p.add(AT, "must not contain control characters");
+        false
+    } else {
+        true
+    }
+}
+
+fn validate_log(p: &mut Problems, raw: RawLog) -> LogSettings {
+    let access = match raw.access.as_deref() {
+        None | Some("stdout") => AccessLog::Stdout,
+        Some("off") => AccessLog::Off,
+        Some(path) if path.is_empty() || path.bytes().any(|b| b.is_ascii_control()) => {
+            p.add(
+                "log.access",
+                format!("{path:?} is not \"stdout\", \"off\" or a file path"),
+            );
+            AccessLog::Stdout
+        }
+        Some(path) => AccessLog::File(PathBuf::from(path)),
+    };
+    LogSettings {
+        access,
+        format: raw.format.unwrap_or(LogFormat::Json),
+        query: raw.query.unwrap_or(false),
+        buffer_lines: p.count("log.buffer", raw.buffer, 1..=1_000_000, 65536),
+    }
+}
+
+fn validate_admin(p: &mut Problems, raw: RawAdmin) -> Option<AdminSettings> {
+    if let Some(token) = &raw.token {
+        if let Err(why) = names::admin_token(token) {
+            p.add("admin.token", why);
+        }
+    }
+    let listen = p.addr("admin.listen", &raw.listen)?;
+    if raw.token.is_none() && !listen.ip().to_canonical().is_loopback() {
+        p.add(
+            "admin.token",
+            format!(
+                "required when admin.listen is not a loopback address ({listen}): anyone who reaches it could drain or stop servers"
+            ),
         );
     }
-    let mut seen: Vec<(SocketAddr, String)> = Vec::new();
-    let mut out = Vec::new();
-    for (path, l) in raw {
-        if !l.sni.is_empty() && l.tls.is_none() {
-            p.add(
-                format!("{path}.sni"),
-                "SNI certificates need `tls` on the same listener",
-            );
-        }
-        for (i, sni) in l.sni.iter().enumerate() {
-            if sni.names.is_empty() {
-                p.add(
-                    format!("{path}.sni[{i}].names"),
-                    "must name at least one server name",
-                );
-            }
-        }
-        let Some(listen) = p.addr(&format!("{path}.listen"), &l.listen) else {
-            continue;
-        };
-        if let Some((_, first)) = seen.iter().find(|(a, _)| *a == listen) {
-            p.add(
-                format!("{path}.listen"),
-                format!("{listen} is already used by {first}"),
-            );
-        }
-        seen.push((listen, path.clone()));
-        let at = path.clone();
-        out.push(Listener {
-            listen,
-            tls: l.tls.map(|t| ListenerTls {
-                default: CertFiles {
-                    cert: t.cert,
-                    key: t.key,
-                    ocsp: None,
-                    at: format!("{at}.tls"),
-                },
-                sni: l
-                    .sni
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, s)| SniCert {
-                        names: s.names,
-                        files: CertFiles {
-                            cert: s.cert,
-                            key: s.key,
-                            ocsp: None,
-                            at: format!("{at}.sni[{i}]"),
-                        },
-                    })
-                    .collect(),
-                hsts: None,
-                http2: true,
-            }),
-            proxy_protocol: false,
-            redirect_https: None,
-            redirect_except: vec!["/.well-known/acme-challenge/".to_owned()],
-        });
-    }
-    out
-}
-
-fn validate_routes(
-    p: &mut Problems,
-    raw: Vec<(String, RawRoute)>,
-    upstreams: &[String],
-) -> Vec<Route> {
-    if raw.is_empty() && !p.0.iter().any(|e| e.path.starts_with("route")) {
-        p.add("route", "no [[route]]: every request would get 404");
-    }
-    let mut out = Vec::new();
-    for (path, r) in raw {
-        if !upstreams.contains(&r.upstream) {
-            p.add(
-                format!("{path}.upstream"),
-                format!("no upstream named {:?}", r.upstream),
-            );
-        }
-        let path_prefix = r.path_prefix.unwrap_or_else(|| "/".to_owned());
-        if !path_prefix.starts_with('/') {
-            p.add(
-                format!("{path}.path_prefix"),
-                format!("{path_prefix:?} must start with '/'"),
-            );
-        }
-        let host = match r.host.as_deref().map(str::to_ascii_lowercase) {
-            None => HostMatch::Any,
-            Some(h) if h == "*" => HostMatch::Any,
-            Some(h) if h.starts_with("*.") && h.len() > 2 && !h[2..].contains('*') => {
-                HostMatch::Suffix(h[1..].to_owned())
-            }
-            Some(h) if !h.is_empty() && !h.contains('*') && !h.contains(' ') => HostMatch::Exact(h),
-            Some(h) => {
-                p.add(
-                    format!("{path}.host"),
-                    format!("{h:?} is not \"*\", a host name or \"*.suffix\""),
-                );
-                HostMatch::Any
-            }
-        };
-        out.push(Route {
-            host,
-            path_prefix,
-            upstream: r.upstream,
-            limits: RouteLimits::default(),
-        });
-    }
-    out
-}
-
-fn parse_hash_key(p: &mut Problems, path: &str, text: &str) -> Option<HashKey> {
-    if text == "client-ip" {
-        return Some(HashKey::ClientIp);
-    }
-    let parsed = match text.split_once(':') {
-        Some((_, "")) => None,
-        Some(("cookie", name)) => Some(HashKey::Cookie(name.to_owned())),
-        Some(("query", name)) => Some(HashKey::Query(name.to_owned())),
-        Some(("header", name)) if http::HeaderName::from_bytes(name.as_bytes()).is_ok() => {
-            Some(HashKey::Header(name.to_ascii_lowercase()))
-        }
-        _ => None,
-    };
-    if parsed.is_none() {
-        p.add(
-            path,
-            format!("unknown hash key {text:?}: expected \"cookie:NAME\", \"query:NAME\", \"header:NAME\" or \"client-ip\""),
-        );
-    }
-    parsed
-}
-
-fn validate_upstream(p: &mut Problems, name: &str, raw: RawUpstream) -> Upstream {
-    let at = |field: &str| format!("upstream.{name}.{field}");
-    let hash_key = match raw.hash_key {
-        None => vec![HashKey::ClientIp],
-        Some(keys) => {
-            if keys.is_empty() {
-                p.add(at("hash_key"), "must list at least one key source");
-            }
-            keys.iter()
-                .enumerate()
-                .filter_map(|(i, k)| parse_hash_key(p, &format!("{}[{i}]", at("hash_key")), k))
-                .collect()
-        }
-    };
-    let balance_factor = match raw.balance_factor {
-        None | Some(0.0) => None,
-        Some(f) if f.is_finite() && f > 1.0 => Some(f),
-        Some(f) => {
-            p.add(at("balance_factor"), format!("{f} must be 0 (off) or greater than 1 (1.25 caps a server at 125% of the mean load)"));
-            None
-        }
-    };
-    let mut servers: Vec<ServerSpec> = Vec::new();
-    let mut seen: Vec<(SocketAddr, usize)> = Vec::new();
-    for (i, s) in raw.servers.iter().enumerate() {
-        let path = format!("{}[{i}]", at("servers"));
-        let weight = s.weight.unwrap_or(1);
-        if weight == 0 {
-            p.add(format!("{path}.weight"), "weight must be at least 1 (0 panics Pingora's Ketama builder, pingora issue #1006)");
-        } else if weight > 1000 {
-            p.add(
-                format!("{path}.weight"),
-                format!("weight {weight} is above the maximum of 1000"),
-            );
-        }
-        let Some(addr) = p.addr(&format!("{path}.addr"), &s.addr) else {
-            continue;
-        };
-        if let Some((_, first)) = seen.iter().find(|(a, _)| *a == addr) {
-            p.add(
-                path.clone(),
-                format!("duplicate server {addr}: already listed as servers[{first}]"),
-            );
-            continue;
-        }
-        seen.push((addr, i));
-        servers.push(ServerSpec {
-            addr,
-            weight: weight.clamp(1, 1000),
-            backup: s.backup.unwrap_or(false),
-        });
-    }
-    if raw.servers.is_empty() {
-        p.add(at("servers"), "pool has no servers");
-    } else if raw.servers.iter().all(|s| s.backup.unwrap_or(false)) {
-        p.add(
-            at("servers"),
-            "pool has only backup servers: at least one must be a primary",
-        );
-    }
-    let health_check = raw.health_check.map(|h| {
-        let kind = match h.kind {
-            Some(RawCheckKind::Tcp) => {
-                if h.path.is_some() {
-                    p.add(at("health_check.path"), "only valid with kind = \"http\"");
-                }
-                if h.host.is_some() {
-                    p.add(at("health_check.host"), "only valid with kind = \"http\"");
-                }
-                CheckKind::Tcp
-            }
-            Some(RawCheckKind::Http) | None => {
-                let path = h.path.unwrap_or_else(|| "/health".to_owned());
-                if !path.starts_with('/') {
-                    p.add(
-                        at("health_check.path"),
-                        format!("{path:?} must start with '/'"),
-                    );
-                }
-                CheckKind::Http { path, host: h.host }
-            }
-        };
-        let rise = h.rise.unwrap_or(2);
-        let fall = h.fall.unwrap_or(3);
-        if rise == 0 {
-            p.add(at("health_check.rise"), "must be at least 1");
-        }
-        if fall == 0 {
-            p.add(at("health_check.fall"), "must be at least 1");
-        }
-        HealthCheck {
-            kind,
-            interval: p.positive_duration(
-                &at("health_check.interval"),
-                h.interval.as_deref(),
-                Duration::from_secs(2),
-            ),
-            timeout: p.positive_duration(
-                &at("health_check.timeout"),
-                h.timeout.as_deref(),
-                Duration::from_secs(1),
-            ),
-            rise: rise.max(1),
-            fall: fall.max(1),
-        }
-    });
-    let passive = match raw.passive {
-        None => Passive {
-            max_fails: 3,
-            fail_timeout: Duration::from_secs(10),
-            count_5xx: false,
-        },
-        Some(ps) => Passive {
-            max_fails: ps.max_fails.unwrap_or(3),
-            fail_timeout: p.positive_duration(
-                &at("passive.fail_timeout"),
-                ps.fail_timeout.as_deref(),
-                Duration::from_secs(10),
-            ),
-            count_5xx: false,
-        },
-    };
-    let secs = Duration::from_secs;
-    Upstream {
-        name: name.to_owned(),
-        balance: raw.balance.unwrap_or(Balance::ConsistentHash),
-        hash_key,
-        balance_factor,
-        connect_timeout: p.positive_duration(
-            &at("connect_timeout"),
-            raw.connect_timeout.as_deref(),
-            secs(2),
-        ),
-        read_timeout: p.positive_duration(
-            &at("read_timeout"),
-            raw.read_timeout.as_deref(),
-            secs(60),
-        ),
-        write_timeout: p.positive_duration(
-            &at("write_timeout"),
-            raw.write_timeout.as_deref(),
-            secs(60),
-        ),
-        idle_timeout: p.positive_duration(
-            &at("idle_timeout"),
-            raw.idle_timeout.as_deref(),
-            secs(3600),
-        ),
-        keepalive_timeout: p.positive_duration(
-            &at("keepalive_timeout"),
-            raw.keepalive_timeout.as_deref(),
-            secs(60),
-        ),
-        drain_timeout: p.duration(&at("drain_timeout"), raw.drain_timeout.as_deref(), secs(60)),
-        retries: raw.retries.unwrap_or(2),
-        slow_start: None,
-        keepalive_connections: 64,
-        tls: None,
-        servers,
-        health_check,
-        passive,
-    }
-}
-
-fn validate_limits(p: &mut Problems, raw: RawLimits) -> Limits {
-    let trusted_proxies = raw
-        .trusted_proxies
-        .unwrap_or_default()
-        .iter()
-        .enumerate()
-        .filter_map(|(i, net)| {
-            let parsed = net
-                .parse::<IpNet>()
-                .or_else(|_| net.parse::<std::net::IpAddr>().map(IpNet::from));
-            if parsed.is_err() {
-                p.add(
-                    format!("limits.trusted_proxies[{i}]"),
-                    format!("{net:?} is not an IP address or CIDR such as \"10.0.0.0/8\""),
-                );
-            }
-            parsed.ok()
-        })
-        .collect();
-    let values = [
-        ("requests_per_second", raw.requests_per_second),
-        ("burst", raw.burst),
-        ("max_connections_per_ip", raw.max_connections_per_ip),
-        (
-            "websocket_upgrades_per_second",
-            raw.websocket_upgrades_per_second,
-        ),
-    ];
-    for (name, value) in values {
-        if value == Some(0) {
-            p.add(
-                format!("limits.{name}"),
-                "must be at least 1 (leave it out for no limit)",
-            );
-        }
-    }
-    if let (Some(rate), Some(burst)) = (raw.requests_per_second, raw.burst) {
-        if burst < rate {
-            p.add("limits.burst", format!("burst {burst} is below requests_per_second {rate}: the bucket could never hold one second of traffic"));
-        }
-    }
-    Limits {
-        trusted_proxies,
-        requests: raw.requests_per_second.map(|r| RateLimit {
-            per_second: r,
-            burst: raw.burst.unwrap_or(r.saturating_mul(2)),
-        }),
-        websocket_upgrades: raw.websocket_upgrades_per_second.map(|r| RateLimit {
-            per_second: r,
-            burst: r,
-        }),
-        max_connections_per_ip: raw.max_connections_per_ip,
-        ..Limits::default()
-    }
+    Some(AdminSettings {
+        listen,
+        token: raw.token,
+    })
 }
