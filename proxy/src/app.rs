@@ -11,6 +11,7 @@ use pingora_core::services::listening::Service;
 use crate::admin::Admin;
 use crate::config::Config;
 use crate::health::HealthChecker;
+use crate::notify;
 use crate::runtime::Runtime;
 use crate::service::RingwayProxy;
 
@@ -62,7 +63,7 @@ pub fn unsupported_settings(config: &Config) -> Vec<String> {
 }
 
 /// Build the server for `config` and run it until a shutdown signal; this
-/// call exits the process when the server stops (Pingora's `run_forever`).
+/// call exits the process when the server stops.
 /// `upgrade` takes the listeners over from a running instance (SIGQUIT).
 pub fn run(config: Config, upgrade: bool) -> Result<(), StartError> {
     let unsupported = unsupported_settings(&config);
@@ -100,6 +101,8 @@ pub fn run(config: Config, upgrade: bool) -> Result<(), StartError> {
     health.threads = Some(1);
     server.add_service(health);
 
+    server.add_service(notify::lifecycle_service(&config, upgrade)); // ringway:notify READY=1, WATCHDOG=1
+
     let mut hangup = background_service("SIGHUP", HangupGuard);
     hangup.threads = Some(1);
     server.add_service(hangup);
@@ -118,7 +121,8 @@ pub fn run(config: Config, upgrade: bool) -> Result<(), StartError> {
         upstreams = config.upstreams.len(),
         "ringway-proxy starting"
     );
-    server.run_forever()
+    server.run(notify::run_args()); // ringway:notify STOPPING=1 on SIGTERM/SIGINT
+    std::process::exit(0)
 }
 
 /// SIGHUP's default action kills a process, and Pingora installs no handler
@@ -136,7 +140,11 @@ impl BackgroundService for HangupGuard {
         };
         loop {
             tokio::select! {
-                _ = hup.recv() => tracing::warn!("SIGHUP received: in-process reload is not implemented yet; configuration unchanged"),
+                _ = hup.recv() => {
+                    notify::reloading(); // ringway:notify RELOADING=1
+                    tracing::warn!("SIGHUP received: in-process reload is not implemented yet; configuration unchanged");
+                    notify::reloaded(Err("in-process reload is not implemented yet")); // ringway:notify READY=1
+                }
                 _ = shutdown.changed() => return,
             }
         }

@@ -14,6 +14,7 @@
 //! - [`upstream`]: pools, server state (admin, health, passive ejection), rings.
 //! - [`health`]: the active health-check schedule.
 //! - [`stats`]: per-server counters; [`admin`]: the admin listener that shows them.
+//! - [`notify`]: what the service manager is told (sd_notify).
 //! - [`app`]: wiring Pingora's server; [`cli`]: the command line.
 
 pub mod admin;
@@ -22,6 +23,7 @@ pub mod cli;
 pub mod config;
 pub mod forwarding;
 pub mod health;
+pub mod notify;
 pub mod routing;
 pub mod runtime;
 pub mod service;
