@@ -3,13 +3,17 @@
 //! exits 0 even on unknown keys, so any output fails — with every
 //! `/usr/local/bin` command pointed at the binaries built here;
 //! `systemd-analyze security --offline=yes` rates the proxy's exposure 2.0
-//! or lower and the backend's 1.5 or lower; and the reload runs `--check`
-//! before it signals. Each check has a control that makes it fail.
+//! or lower and the backend's 1.5 or lower; the reload runs `--check`
+//! before it signals; and with the units' environment both programs log
+//! plain text for the journal. Each check has a control that makes it fail.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::Duration;
 
-use ringway_tests::target_bin;
+use ringway_tests::backend::Backend;
+use ringway_tests::configs::ProxyConfig;
+use ringway_tests::{free_addr, target_bin, wait_for_http_ok, Proxy};
 
 const PROXY: &str = "ringway-proxy.service";
 const BACKEND: &str = "ringway-backend@.service";
@@ -51,6 +55,15 @@ impl UnitCopy {
         self.text
             .lines()
             .filter_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+            .collect()
+    }
+
+    /// The `Environment=` variables that use no systemd specifier (`%i`).
+    fn environment(&self) -> Vec<(&str, &str)> {
+        self.values("Environment")
+            .into_iter()
+            .filter(|v| !v.contains('%'))
+            .filter_map(|v| v.split_once('='))
             .collect()
     }
 }
@@ -169,7 +182,7 @@ fn the_proxy_reload_checks_the_file_before_it_signals() {
             .status
             .success()
     };
-    let good = ringway_tests::configs::ProxyConfig::over([ringway_tests::free_addr()])
+    let good = ProxyConfig::over([free_addr()])
         .toml()
         .replace("{LISTEN}", "127.0.0.1:8080")
         .replace("{ADMIN}", "127.0.0.1:9090");
@@ -178,4 +191,28 @@ fn the_proxy_reload_checks_the_file_before_it_signals() {
         !run(&good.replace("[[route]]", "[[rout]]")),
         "the check passes a broken file"
     );
+}
+
+#[tokio::test]
+async fn both_programs_log_plain_text_under_their_unit_environment() {
+    let proxy_unit = UnitCopy::new(PROXY, |t| t);
+    let proxy = Proxy::spawn(
+        &ProxyConfig::over([free_addr()]).toml(),
+        &proxy_unit.environment(),
+    );
+    if let Err(e) = wait_for_http_ok(&proxy.admin_url("/health"), Duration::from_secs(20)).await {
+        panic!("{e}\n{}", proxy.child.log());
+    }
+    let backend_unit = UnitCopy::new(BACKEND, |t| t);
+    let backend = Backend::start("journal-1", &backend_unit.environment()).await;
+    for (name, log) in [
+        ("proxy", proxy.child.log()),
+        ("backend", backend.child.log()),
+    ] {
+        assert!(log.contains("INFO"), "{name} logged nothing:\n{log}");
+        assert!(
+            !log.contains('\x1b'),
+            "{name} writes colour codes into the journal:\n{log}"
+        );
+    }
 }
