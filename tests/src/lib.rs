@@ -77,6 +77,16 @@ pub fn target_bin(name: &str) -> PathBuf {
     bin
 }
 
+/// Everything a finished command printed, stdout then stderr: for
+/// assertions on a command's words and for failure messages.
+pub fn printed(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 /// A spawned process, killed (SIGKILL) and reaped on drop. Its output goes
 /// to a log file that [`Child::log`] reads back for failure messages.
 pub struct Child {

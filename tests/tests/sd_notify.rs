@@ -7,9 +7,9 @@
 //! `STOPPING=1` (that would make systemd stop the unit).
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use ringway_tests::backend::Backend;
+use ringway_tests::backend::{eventually, Backend};
 use ringway_tests::configs::ProxyConfig;
 use ringway_tests::notify_socket::NotifySocket;
 use ringway_tests::{free_addr, Proxy};
@@ -24,6 +24,12 @@ fn proxy_config() -> String {
 /// One connect, no retry: what was announced must already be true.
 fn accepts_now(addr: SocketAddr) -> bool {
     std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok()
+}
+
+/// Whether any datagram received up to now (queued ones included) had `line`.
+fn said_so_far(notify: &mut NotifySocket, line: &str) -> bool {
+    notify.drain();
+    notify.seen().iter().any(|n| n.has(line))
 }
 
 async fn heard(notify: &mut NotifySocket, line: &str, log: impl Fn() -> String) {
@@ -66,18 +72,14 @@ async fn the_proxy_does_not_say_ready_while_a_listener_cannot_bind() {
 
     // The event: the proxy tried to bind the held port and failed (it
     // retries), or gave up and exited.
-    let deadline = Instant::now() + WITHIN;
-    while !proxy.child.log().contains("in use") && proxy.child.try_wait().is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "no bind attempt\n{}",
-            proxy.child.log()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    notify.drain();
+    let tried = eventually(WITHIN, || {
+        let tried = proxy.child.log().contains("in use") || proxy.child.try_wait().is_some();
+        async move { tried }
+    })
+    .await;
+    assert!(tried, "no bind attempt\n{}", proxy.child.log());
     assert!(
-        !notify.seen().iter().any(|n| n.has("READY=1")),
+        !said_so_far(&mut notify, "READY=1"),
         "READY=1 while {listen} was not bound: {:?}",
         notify.seen()
     );
@@ -161,18 +163,14 @@ async fn a_proxy_that_takes_the_listeners_over_announces_its_pid_and_the_old_one
     // Pingora's old process waits 5 s for the new one to take over, then
     // its grace period (1 s here), then exits: the event that closes the
     // window in which it could have said STOPPING=1.
-    let deadline = Instant::now() + WITHIN;
-    while old.child.try_wait().is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "the old proxy did not exit\n{}",
-            old.child.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    notify.drain();
+    let exited = eventually(WITHIN, || {
+        let exited = old.child.try_wait().is_some();
+        async move { exited }
+    })
+    .await;
+    assert!(exited, "the old proxy did not exit\n{}", old.child.log());
     assert!(
-        !notify.seen().iter().any(|n| n.has("STOPPING=1")),
+        !said_so_far(&mut notify, "STOPPING=1"),
         "a hand-over must not tell systemd the service stops: {:?}",
         notify.seen()
     );

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use ringway_tests::backend::Backend;
 use ringway_tests::configs::ProxyConfig;
-use ringway_tests::{free_addr, target_bin, wait_for_http_ok, Proxy};
+use ringway_tests::{free_addr, printed, target_bin, wait_for_http_ok, Proxy};
 
 const PROXY: &str = "ringway-proxy.service";
 const BACKEND: &str = "ringway-backend@.service";
@@ -79,13 +79,9 @@ fn analyze(args: &[&str], unit: PathBuf) -> Output {
 /// `systemd-analyze verify`: everything it printed (stdout and stderr).
 fn verify(copy: &UnitCopy, name: &str) -> String {
     let out = analyze(&["verify"], copy.path(name));
-    let printed = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{printed}");
-    printed
+    let text = printed(&out);
+    assert!(out.status.success(), "{text}");
+    text
 }
 
 /// The overall exposure `systemd-analyze security --offline=yes` gives.
