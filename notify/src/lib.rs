@@ -203,7 +203,20 @@ pub fn watchdog_interval() -> Option<Duration> {
 /// when there is no watchdog or no manager. Run it as a task of the
 /// runtime whose liveness it vouches for.
 pub async fn feed_watchdog() {
-    let Some(every) = watchdog_interval().filter(|_| enabled()) else {
+    feed_every(watchdog_interval()).await;
+}
+
+/// [`feed_watchdog`] for the new process of a binary upgrade, once it has
+/// announced `MAINPID=` itself: the `WATCHDOG_PID` it inherited names the
+/// process it replaces, and the watchdog is now its own, so only
+/// `WATCHDOG_USEC` counts.
+pub async fn feed_watchdog_as_new_main() {
+    let usec = std::env::var("WATCHDOG_USEC").ok();
+    feed_every(ping_interval(usec.as_deref(), None, std::process::id())).await;
+}
+
+async fn feed_every(interval: Option<Duration>) {
+    let Some(every) = interval.filter(|_| enabled()) else {
         return;
     };
     tracing::info!(

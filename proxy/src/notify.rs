@@ -15,6 +15,8 @@
 //!   process), so systemd follows the new binary (`NotifyAccess=all`).
 //! - `WATCHDOG=1` every `WATCHDOG_USEC`/2 after that, from the same task:
 //!   it vouches that a runtime of this process still runs, nothing more.
+//!   After `--upgrade` the inherited `WATCHDOG_PID` names the old process,
+//!   so the new one, now the main process, feeds the watchdog regardless.
 //! - `STOPPING=1` when SIGTERM or SIGINT starts a shutdown ([`run_args`]).
 //!   Not on SIGQUIT: that hands the listeners to a new process and the
 //!   service goes on in it; `STOPPING=1` from the old one would make
@@ -149,18 +151,19 @@ impl BackgroundService for Lifecycle {
                 _ = shutdown.changed() => return,
             }
         }
-        if self.upgrade {
-            ready_as_main();
-        } else {
-            ready();
-        }
         tracing::info!(
             listeners = self.addrs.len(),
-            "every listener is bound: told the service manager READY=1"
+            "every listener is bound: telling the service manager READY=1"
         );
         // Pings go on through the grace period of a shutdown, until the
         // runtime stops: systemd still watches a stopping service.
-        ringway_notify::feed_watchdog().await;
+        if self.upgrade {
+            ready_as_main();
+            ringway_notify::feed_watchdog_as_new_main().await;
+        } else {
+            ready();
+            ringway_notify::feed_watchdog().await;
+        }
     }
 }
 

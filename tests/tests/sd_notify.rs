@@ -3,8 +3,9 @@
 //! every listener accepts, `STOPPING=1` on SIGTERM, `WATCHDOG=1` when
 //! `WATCHDOG_USEC` asks; for the proxy also `RELOADING=1` (with
 //! `MONOTONIC_USEC`) then `READY=1` around a SIGHUP, and `MAINPID=` from
-//! a process that took the listeners over, while the old one never says
-//! `STOPPING=1` (that would make systemd stop the unit).
+//! a process that took the listeners over (which then feeds the watchdog
+//! it inherited), while the old one never says `STOPPING=1` (that would
+//! make systemd stop the unit).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -147,7 +148,14 @@ async fn a_proxy_that_takes_the_listeners_over_announces_its_pid_and_the_old_one
     let mut old = Proxy::spawn(&proxy_config(), &[notify.env()]);
     heard(&mut notify, "READY=1", || old.child.log()).await;
 
-    let new = old.spawn_successor(&[notify.env()]);
+    // Under systemd the new process inherits the old one's watchdog
+    // variables; the old one here has none, so every ping is the new one's.
+    let old_pid = old.child.pid().to_string();
+    let new = old.spawn_successor(&[
+        notify.env(),
+        ("WATCHDOG_USEC", "1000000"),
+        ("WATCHDOG_PID", &old_pid),
+    ]);
     old.child.signal(libc::SIGQUIT);
     let announced = notify
         .wait_for("READY=1", WITHIN)
@@ -159,6 +167,7 @@ async fn a_proxy_that_takes_the_listeners_over_announces_its_pid_and_the_old_one
         "the new process names itself the main process with READY=1: {announced:?}"
     );
     assert!(accepts_now(old.listen));
+    heard(&mut notify, "WATCHDOG=1", || new.log()).await;
 
     // Pingora's old process waits 5 s for the new one to take over, then
     // its grace period (1 s here), then exits: the event that closes the
