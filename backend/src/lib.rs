@@ -295,7 +295,8 @@ pub enum RunError {
 /// Run `count` nodes (1 in production; more for a development cluster in
 /// one process) on one backplane until `shutdown` resolves. Node *i* listens
 /// on the configured port + *i* and is named `WORKER_ID-<i+1>` when there
-/// are several.
+/// are several. Once every listener is bound, a service manager is told
+/// `READY=1` (sd_notify; nothing is sent without `NOTIFY_SOCKET`).
 pub async fn run<F>(base: Config, count: u16, shutdown: F) -> Result<(), RunError>
 where
     F: Future<Output = ()> + Send + 'static,
@@ -323,6 +324,7 @@ where
         };
         nodes.push(tokio::spawn(serve(listener, node, node_shutdown)));
     }
+    ringway_notify::ready(); // ringway:notify READY=1: every listener is bound
     shutdown.await;
     stop.send_replace(true);
     for node in nodes {

@@ -1,5 +1,6 @@
 //! `ringway-backend` binary: parse the CLI, start the node (or `--nodes N`
-//! of them sharing one backplane), stop on SIGTERM or Ctrl-C.
+//! of them sharing one backplane), stop on SIGTERM or Ctrl-C; tell a
+//! service manager (sd_notify) when it stops and, when asked, that it lives.
 
 use clap::Parser;
 use ringway_backend::config::{Cli, Config};
@@ -19,6 +20,7 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     let config = Config::from_cli(&cli)?;
+    tokio::spawn(ringway_notify::feed_watchdog()); // ringway:notify WATCHDOG=1
     ringway_backend::run(config, cli.nodes, shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
@@ -32,4 +34,5 @@ async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
+    ringway_notify::stopping(); // ringway:notify STOPPING=1
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use pingora_core::apps::http_app::HttpServer;
 use pingora_core::server::configuration::{Opt, ServerConf};
-use pingora_core::server::{RunArgs, Server};
+use pingora_core::server::Server;
 use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
 
@@ -144,9 +144,10 @@ pub fn run(config: Config, config_path: &Path, upgrade: bool) -> Result<(), Star
         return Err(StartError::Unsupported(unsupported));
     }
     let max_connections = connection_cap(&config)?;
-    let runtime = Runtime::build(&config, None, Path::new("")).map_err(StartError::Config)?;
+    let runtime = Runtime::build(&config, None, &crate::config::base_dir(config_path))
+        .map_err(StartError::Config)?;
     crate::reload::warn_expiring(&runtime);
-    let access_log = AccessLog::start(&config.log).map_err(StartError::AccessLog)?;
+    let access_log = AccessLog::start(&runtime.log).map_err(StartError::AccessLog)?;
     let listen: Vec<SocketAddr> = config.listeners.iter().map(|l| l.listen).collect();
     let process = Arc::new(Process::new(
         runtime.shared(),
@@ -174,14 +175,10 @@ pub fn run(config: Config, config_path: &Path, upgrade: bool) -> Result<(), Star
         process.clone(),
         listen,
         config.server.threads,
-        move || {
-            if upgrade {
-                crate::notify::ready_as_main();
-            } else {
-                crate::notify::ready();
-            }
-        },
     ));
+    // READY=1 (with MAINPID= after --upgrade) once every address listens,
+    // then the watchdog.
+    server.add_service(crate::notify::lifecycle_service(&config, upgrade));
 
     let mut health =
         background_service("health checks", HealthChecker::new(process.runtime.clone()));
@@ -210,6 +207,7 @@ pub fn run(config: Config, config_path: &Path, upgrade: bool) -> Result<(), Star
         max_connections,
         "ringway-proxy starting"
     );
-    server.run(RunArgs::default());
+    // Pingora's signal handling, with STOPPING=1 when a signal ends the service.
+    server.run(crate::notify::run_args());
     Ok(())
 }

@@ -6,7 +6,6 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use std::io::IsTerminal;
-use std::path::Path;
 
 use crate::app;
 use crate::config::Config;
@@ -47,7 +46,7 @@ pub fn main() -> ExitCode {
     if cli.check {
         // Build the runtime as a reload would: certificate files are read
         // and checked too.
-        if let Err(errors) = Runtime::build(&config, None, Path::new("")) {
+        if let Err(errors) = Runtime::build(&config, None, &crate::config::base_dir(&cli.config)) {
             eprintln!("{}: configuration is invalid:", cli.config.display());
             for e in &errors.0 {
                 eprintln!("  {e}");

@@ -54,7 +54,11 @@ impl HealthChecker {
 }
 
 /// Probe `addr` once as `settings` say, within its timeout.
-pub async fn probe(settings: &CheckSettings, addr: SocketAddr, tls: Option<&UpstreamTlsConfig>) -> Probe {
+pub async fn probe(
+    settings: &CheckSettings,
+    addr: SocketAddr,
+    tls: Option<&UpstreamTlsConfig>,
+) -> Probe {
     let attempt = async {
         let mut stream = match connect(addr, settings.timeout, tls).await {
             Ok(s) => s,
@@ -107,13 +111,20 @@ fn report(pool: &str, server: &ServerState, healthy: bool) {
 }
 
 /// Probe one server and record the verdict.
-async fn check_server(pool_name: String, settings: CheckSettings, server: Arc<ServerState>, tls: Option<Arc<UpstreamTlsConfig>>) {
+async fn check_server(
+    pool_name: String,
+    settings: CheckSettings,
+    server: Arc<ServerState>,
+    tls: Option<Arc<UpstreamTlsConfig>>,
+) {
     match probe(&settings, server.addr, tls.as_deref()).await {
         Probe::Inconclusive => {
             tracing::warn!(upstream = %pool_name, server = %server.addr, "health check could not run (local resources); verdict unchanged");
         }
         verdict => {
-            if let Some(healthy) = server.observe_check(verdict == Probe::Up, settings.rise, settings.fall) {
+            if let Some(healthy) =
+                server.observe_check(verdict == Probe::Up, settings.rise, settings.fall)
+            {
                 report(&pool_name, &server, healthy);
             }
         }
@@ -129,16 +140,28 @@ pub async fn check_once(runtime: &Runtime) {
             continue;
         };
         for server in &pool.servers {
-            all.push(check_server(name.clone(), settings.clone(), server.clone(), pool.tls.clone()));
+            all.push(check_server(
+                name.clone(),
+                settings.clone(),
+                server.clone(),
+                pool.tls.clone(),
+            ));
         }
     }
     futures_util::future::join_all(all).await;
 }
 
-fn due_servers<'a>(pool: &'a Pool, now: Instant, due: &mut HashMap<(String, SocketAddr), Instant>, settings: &CheckSettings) -> Vec<&'a Arc<ServerState>> {
+fn due_servers<'a>(
+    pool: &'a Pool,
+    now: Instant,
+    due: &mut HashMap<(String, SocketAddr), Instant>,
+    settings: &CheckSettings,
+) -> Vec<&'a Arc<ServerState>> {
     let mut out = Vec::new();
     for server in &pool.servers {
-        let next = due.entry((pool.name().to_owned(), server.addr)).or_insert(now);
+        let next = due
+            .entry((pool.name().to_owned(), server.addr))
+            .or_insert(now);
         if *next > now {
             continue;
         }
@@ -165,7 +188,12 @@ impl BackgroundService for HealthChecker {
                     continue;
                 };
                 for server in due_servers(pool, now, &mut due, settings) {
-                    tokio::spawn(check_server(name.clone(), settings.clone(), server.clone(), pool.tls.clone()));
+                    tokio::spawn(check_server(
+                        name.clone(),
+                        settings.clone(),
+                        server.clone(),
+                        pool.tls.clone(),
+                    ));
                 }
             }
             due.retain(|(pool, addr), _| {

@@ -36,23 +36,15 @@ pub struct Listeners {
     process: Arc<Process>,
     addrs: Vec<SocketAddr>,
     threads: usize,
-    on_ready: Option<Box<dyn FnOnce() + Send + Sync>>,
 }
 
 impl Listeners {
-    /// Listen on `addrs` (in config order) with `threads` worker threads;
-    /// `on_ready` runs once every socket is bound and accepting.
-    pub fn new(
-        process: Arc<Process>,
-        addrs: Vec<SocketAddr>,
-        threads: usize,
-        on_ready: impl FnOnce() + Send + Sync + 'static,
-    ) -> Self {
+    /// Listen on `addrs` (in config order) with `threads` worker threads.
+    pub fn new(process: Arc<Process>, addrs: Vec<SocketAddr>, threads: usize) -> Self {
         Self {
             process,
             addrs,
             threads: threads.max(1),
-            on_ready: Some(Box::new(on_ready)),
         }
     }
 }
@@ -127,12 +119,8 @@ impl Service for Listeners {
             threads = self.threads,
             "accepting connections"
         );
-        if let Some(ready) = self.on_ready.take() {
-            ready();
-        }
         // Keep the sockets registered (for the hand-over) until shutdown.
         let _ = shutdown.changed().await;
-        crate::notify::stopping();
         tracing::info!("shutting down: no new connections; open ones finish");
         self.process.begin_shutdown();
     }

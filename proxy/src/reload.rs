@@ -192,7 +192,7 @@ fn load_and_build(current: &Runtime, path: &Path) -> Result<(Runtime, Vec<String
     if !unsupported.is_empty() {
         return Err(unsupported);
     }
-    let runtime = Runtime::build(&next, Some(current), Path::new(""))
+    let runtime = Runtime::build(&next, Some(current), &crate::config::base_dir(path))
         .map_err(|e| e.0.iter().map(|e| e.to_string()).collect::<Vec<_>>())?;
     let changes = describe_changes(current, &runtime);
     Ok((runtime, changes))

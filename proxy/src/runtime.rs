@@ -120,6 +120,17 @@ pub struct Runtime {
     pub retired: Vec<Arc<ServerState>>,
 }
 
+/// The log settings with a relative access log path made absolute from `base`.
+fn resolved_log(log: &LogSettings, base: &Path) -> LogSettings {
+    let mut log = log.clone();
+    if let crate::config::AccessLog::File(p) = &log.access {
+        if p.is_relative() {
+            log.access = crate::config::AccessLog::File(base.join(p));
+        }
+    }
+    log
+}
+
 /// The swappable handle shared by every part of the proxy.
 pub type SharedRuntime = Arc<ArcSwap<Runtime>>;
 
@@ -208,7 +219,7 @@ impl Runtime {
             limits: LimitsRt {
                 settings: config.limits.clone(),
             },
-            log: config.log.clone(),
+            log: resolved_log(&config.log, base),
             retired: Vec::new(),
         };
         if let Some(previous) = previous {

@@ -362,12 +362,22 @@ impl Backend {
 
     /// [`Backend::start`] on a given address (to bring a node back).
     pub async fn start_at(addr: SocketAddr, worker_id: &str, env: &[(&str, &str)]) -> Backend {
+        let backend = Self::spawn_at(addr, worker_id, env);
+        if let Err(e) = wait_for_http_ok(&backend.url("/health"), Duration::from_secs(20)).await {
+            panic!("backend {worker_id}: {e}\n{}", backend.child.log());
+        }
+        backend
+    }
+
+    /// [`Backend::start_at`] without waiting: for a test that watches the
+    /// start-up itself.
+    pub fn spawn_at(addr: SocketAddr, worker_id: &str, env: &[(&str, &str)]) -> Backend {
         let env: Vec<(String, String)> = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         let mut cmd = Command::new(target_bin("ringway-backend"));
-        for var in BACKEND_ENV {
+        for var in BACKEND_ENV.iter().chain(crate::MANAGER_ENV) {
             cmd.env_remove(var);
         }
         cmd.env("PORT", addr.to_string())
@@ -375,16 +385,12 @@ impl Backend {
             .env("RUST_LOG", "info,ringway_backend=debug")
             .envs(env.iter().map(|(k, v)| (k, v)));
         let child = Child::spawn(cmd);
-        let backend = Backend {
+        Backend {
             addr,
             worker_id: worker_id.to_owned(),
             child,
             env,
-        };
-        if let Err(e) = wait_for_http_ok(&backend.url("/health"), Duration::from_secs(20)).await {
-            panic!("backend {worker_id}: {e}\n{}", backend.child.log());
         }
-        backend
     }
 
     /// Start the same node again (same address, id and settings) after it stopped.

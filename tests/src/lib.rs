@@ -3,6 +3,8 @@
 //! - [`Fixture`]: the `ringway-fixture` upstream server (this crate's binary).
 //! - [`Proxy`]: the real `ringway-proxy` binary with a config the test writes.
 //! - [`Nginx`]: the system nginx, for compatibility checks.
+//! - [`notify_socket::NotifySocket`]: a service manager's `NOTIFY_SOCKET`,
+//!   to hear what a process announces (sd_notify).
 //! - Clients: [`http_client`], and WebSocket helpers ([`ws_connect`] …).
 //!
 //! Every process is a [`Child`] that is killed when dropped, so a failing
@@ -12,6 +14,7 @@
 pub mod backend;
 pub mod configs;
 pub mod contracts;
+pub mod notify_socket;
 pub mod raw;
 pub mod sticky;
 
@@ -73,6 +76,16 @@ pub fn target_bin(name: &str) -> PathBuf {
         profile_dir.display()
     );
     bin
+}
+
+/// Everything a finished command printed, stdout then stderr: for
+/// assertions on a command's words and for failure messages.
+pub fn printed(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 /// A spawned process, killed (SIGKILL) and reaped on drop. Its output goes
@@ -310,6 +323,24 @@ impl Proxy {
     /// Write `config_toml` (with `{LISTEN}` and `{ADMIN}` filled in with
     /// free addresses), start the proxy on it, wait until it serves.
     pub async fn start(config_toml: &str) -> Proxy {
+        let proxy = Proxy::spawn(config_toml, &[]);
+        let ready = async {
+            wait_for_http_ok(&proxy.admin_url("/health"), Duration::from_secs(20)).await?;
+            wait_for_port(proxy.listen, Duration::from_secs(20)).await
+        };
+        if let Err(e) = ready.await {
+            let text = std::fs::read_to_string(&proxy.config_path).unwrap_or_default();
+            panic!(
+                "proxy did not start: {e}\nconfig:\n{text}\nlog:\n{}",
+                proxy.child.log()
+            );
+        }
+        proxy
+    }
+
+    /// [`Proxy::start`] with extra environment variables, without waiting:
+    /// for a test that watches the start-up itself.
+    pub fn spawn(config_toml: &str, env: &[(&str, &str)]) -> Proxy {
         let (listen, admin) = (free_addr(), free_addr());
         let text = config_toml
             .replace("{LISTEN}", &listen.to_string())
@@ -317,21 +348,7 @@ impl Proxy {
         let dir = tempfile::tempdir().expect("tempdir");
         let config_path = dir.path().join("ringway.toml");
         std::fs::write(&config_path, &text).expect("write config");
-        let mut cmd = Command::new(target_bin("ringway-proxy"));
-        cmd.arg("--config")
-            .arg(&config_path)
-            .env("RUST_LOG", "info");
-        let child = Child::spawn(cmd);
-        let ready = async {
-            wait_for_http_ok(&format!("http://{admin}/health"), Duration::from_secs(20)).await?;
-            wait_for_port(listen, Duration::from_secs(20)).await
-        };
-        if let Err(e) = ready.await {
-            panic!(
-                "proxy did not start: {e}\nconfig:\n{text}\nlog:\n{}",
-                child.log()
-            );
-        }
+        let child = Child::spawn(proxy_command(&config_path, &[], env));
         Proxy {
             listen,
             admin,
@@ -339,6 +356,12 @@ impl Proxy {
             config_path,
             _dir: dir,
         }
+    }
+
+    /// A second proxy on the same config started with `--upgrade`, to take
+    /// the listeners over once this one gets SIGQUIT. Not waited on.
+    pub fn spawn_successor(&self, env: &[(&str, &str)]) -> Child {
+        Child::spawn(proxy_command(&self.config_path, &["--upgrade"], env))
     }
 
     /// `http://LISTEN` + `path_and_query`.
@@ -384,6 +407,24 @@ impl Proxy {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
+}
+
+/// What a service manager hands its service (sd_notify), cleared for
+/// every process a test starts unless the test sets it: a test run under
+/// systemd must not make its children talk to the real manager.
+pub const MANAGER_ENV: &[&str] = &["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"];
+
+fn proxy_command(config: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(target_bin("ringway-proxy"));
+    for var in MANAGER_ENV {
+        cmd.env_remove(var);
+    }
+    cmd.arg("--config")
+        .arg(config)
+        .args(args)
+        .env("RUST_LOG", "info")
+        .envs(env.iter().copied());
+    cmd
 }
 
 /// The system nginx, run in the foreground with a private prefix.

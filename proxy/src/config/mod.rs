@@ -472,3 +472,17 @@ mod routes;
 mod tests;
 mod upstreams;
 mod validate;
+
+/// The directory relative paths in a config are read from: the config
+/// file's own directory, as nginx resolves them against its prefix, so
+/// `/etc/ringway/ringway.toml` naming `certs/site.pem` means
+/// `/etc/ringway/certs/site.pem` whatever directory the proxy starts in.
+pub fn base_dir(config_path: &std::path::Path) -> std::path::PathBuf {
+    config_path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map_or_else(
+            || std::path::PathBuf::from("."),
+            std::path::Path::to_path_buf,
+        )
+}
