@@ -16,8 +16,9 @@ use serde::Serialize;
 use crate::harness::Unsupported;
 use crate::machine::Machine;
 use crate::peers::PeerKind;
-use crate::scenarios::{Better, Ctx, Sample, Scenario, Settings, Who, SCENARIOS};
+use crate::scenarios::{Better, Scenario, Who, SCENARIOS};
 use crate::stats::median;
+use crate::visits::{Ctx, Sample, Settings};
 
 /// `ringway-bench-proxies` command line.
 #[derive(Debug, Clone, Parser, Serialize)]

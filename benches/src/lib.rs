@@ -2,8 +2,9 @@
 //! programs (`src/bin/`), each a few lines over the pieces below:
 //!
 //! - `ringway-bench-proxies`: ringway-proxy against nginx, HAProxy and
-//!   Caddy. [`scenarios`] is the list of what is measured; [`compare`] runs
-//!   it in interleaved rounds and takes medians and ratios; [`report`] and
+//!   Caddy. [`scenarios`] is the list of what is measured, [`visits`] how
+//!   each scenario visits one peer; [`compare`] runs the list in
+//!   interleaved rounds and takes medians and ratios; [`report`] and
 //!   [`plot`] turn that into markdown and PNG charts.
 //! - `ringway-bench-backend`: ringway-backend's cross-node latency and
 //!   fan-out ([`backend`]).
@@ -16,7 +17,7 @@
 //! [`stats`] makes percentiles and medians; [`machine`] says where a run was
 //! made; [`driver`] is the outer frame (time limit, signals, output).
 //!
-//! Dependencies only point down this list: compare → scenarios → harness,
+//! Dependencies point one way: compare → scenarios → visits → harness,
 //! load → procs, stats; report and plot read compare's results.
 //! Everything binds to 127.0.0.0/8, is bounded in time, and stops by itself.
 
@@ -32,3 +33,4 @@ pub mod procs;
 pub mod report;
 pub mod scenarios;
 pub mod stats;
+pub mod visits;
