@@ -37,16 +37,18 @@ impl Drop for PidGuard {
     }
 }
 
-/// Install a panic hook that SIGKILLs every listed child after the usual
-/// panic message.
+/// Install a panic hook that SIGKILLs every listed child and its
+/// descendants (nginx' and HAProxy's workers outlive their master) after
+/// the usual panic message.
 pub fn kill_children_on_panic() {
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         previous(info);
-        for pid in children().keys() {
-            // SAFETY: kill(2) on a child this process started and has not reaped.
+        for pid in children().keys().flat_map(|p| tree(*p)) {
+            // SAFETY: kill(2) on a child this process started and has not
+            // reaped, or on one of its descendants read just now.
             unsafe {
-                libc::kill(*pid as i32, libc::SIGKILL);
+                libc::kill(pid as i32, libc::SIGKILL);
             }
         }
     }));
