@@ -1,32 +1,26 @@
-//! The outer frame every benchmark driver shares: its own Tokio runtime,
+//! The outer frame every benchmark program shares: its own Tokio runtime,
 //! an overall time limit, Ctrl-C and SIGTERM (each ends the run, and
 //! dropping the run's process handles kills its children), then the
-//! report on stdout and, if asked, as JSON.
+//! program's output. It knows nothing of what is measured.
 
 use std::future::Future;
-use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{anyhow, Context};
-use serde::Serialize;
+use anyhow::anyhow;
 
 /// Run `work` within `max_secs` on a runtime of `threads` workers (`None`:
-/// one per CPU), then print `render(report)` and write the JSON to `json`.
-pub fn drive<R, F>(
+/// one per CPU this process may use), then hand its result to `emit`.
+pub fn drive<R>(
     threads: Option<usize>,
     max_secs: u64,
-    json: Option<&Path>,
-    work: F,
-    render: fn(&R) -> String,
-) -> ExitCode
-where
-    R: Serialize,
-    F: Future<Output = anyhow::Result<R>>,
-{
+    work: impl Future<Output = anyhow::Result<R>>,
+    emit: impl FnOnce(R) -> anyhow::Result<()>,
+) -> ExitCode {
+    crate::procs::kill_children_on_panic();
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = threads {
-        builder.worker_threads(n);
+        builder.worker_threads(n.max(1));
     }
     let rt = match builder.enable_all().build() {
         Ok(rt) => rt,
@@ -45,24 +39,19 @@ where
         }
     });
     rt.shutdown_timeout(Duration::from_secs(1));
-    let report = match outcome {
-        Ok(r) => r,
+    match outcome.and_then(emit) {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            return ExitCode::FAILURE;
-        }
-    };
-    print!("{}", render(&report));
-    if let Some(path) = json {
-        let written = serde_json::to_string_pretty(&report)
-            .context("serialize")
-            .and_then(|j| std::fs::write(path, j + "\n").context("write"));
-        if let Err(e) = written {
-            eprintln!("error: --json {}: {e:#}", path.display());
-            return ExitCode::FAILURE;
+            ExitCode::FAILURE
         }
     }
-    ExitCode::SUCCESS
+}
+
+/// Write `value` as pretty JSON to `path`.
+pub fn write_json(path: &std::path::Path, value: &impl serde::Serialize) -> anyhow::Result<()> {
+    let text = serde_json::to_string_pretty(value)?;
+    std::fs::write(path, text + "\n").map_err(|e| anyhow!("write {}: {e}", path.display()))
 }
 
 async fn terminated() {

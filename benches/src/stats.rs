@@ -1,13 +1,11 @@
-//! Numbers out of samples: exact percentiles of client-side latencies, and
-//! estimated percentiles of the node's own Prometheus histogram
-//! (`ringway_backend_publish_to_deliver_seconds`), read before and after a
-//! measurement window and subtracted.
+//! Numbers out of samples: exact percentiles of client-side latencies,
+//! medians over rounds, and estimated percentiles of a Prometheus histogram
+//! read before and after a window and subtracted (the backend's
+//! `ringway_backend_publish_to_deliver_seconds`). Pure functions, no I/O.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-
-use crate::clock::ms;
 
 /// Percentiles of a set of latencies, in milliseconds: the figures the
 /// issue asks for (p50, p99) and the ones that explain them.
@@ -29,6 +27,26 @@ pub struct Summary {
     pub p999_ms: f64,
     /// Largest.
     pub max_ms: f64,
+}
+
+fn ms(ns: u64) -> f64 {
+    ns as f64 / 1e6
+}
+
+/// The median of `values` (mean of the middle two for an even count),
+/// finite values only; `None` if there are none.
+pub fn median(mut values: Vec<f64>) -> Option<f64> {
+    values.retain(|v| v.is_finite());
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    Some(if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    })
 }
 
 /// Summarize latencies given in nanoseconds (nearest-rank percentiles).
@@ -189,6 +207,9 @@ mod tests {
         assert_eq!(s.max_ms, 1000.0);
         assert!((summarize(vec![7_000]).p50_ms - 0.007).abs() < 1e-12);
         assert_eq!(summarize(Vec::new()).count, 0);
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(vec![4.0, 1.0, f64::NAN, 2.0, 3.0]), Some(2.5));
+        assert_eq!(median(vec![]), None);
     }
 
     #[test]

@@ -1,12 +1,12 @@
 //! `ringway-bench-backend`: measure `ringway-backend` (cross-node latency
-//! through Redis and in memory, fan-out to many local clients). The work
-//! is in the `ringway_benches` library; see `run::Options` for the flags.
+//! through Redis and in memory, fan-out to many local clients); see
+//! `ringway_benches::backend::Options` for the flags.
 
 use std::process::ExitCode;
 
 use clap::Parser;
-use ringway_benches::run::{self, Options};
+use ringway_benches::backend::{self, Options};
 
 fn main() -> ExitCode {
-    run::main(Options::parse())
+    backend::main(Options::parse())
 }

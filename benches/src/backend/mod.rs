@@ -1,22 +1,31 @@
-//! The command line of `ringway-bench-backend` and the order of its
-//! scenarios: latency through Redis, the same without Redis, then
-//! fan-out. Also the process' outer bounds: an overall time limit, and
-//! Ctrl-C / SIGTERM, both of which drop every process handle (killing the
-//! children) before exiting.
+//! `ringway-bench-backend`: what it measures of `ringway-backend`, in order
+//! (latency through Redis, the same without Redis, then fan-out), and its
+//! command line. The parts are its own: [`nodes`] starts Redis and nodes
+//! with the `ringway-tests` harness, [`client`] is a lean protocol client,
+//! [`clock`] the one monotonic time base, [`latency`] and [`fanout`] the two
+//! measurements, [`report`] the tables; machine, statistics, CPU metering
+//! and the outer frame are the crate's shared ones.
+
+pub mod client;
+pub mod clock;
+pub mod fanout;
+pub mod latency;
+pub mod nodes;
+pub mod report;
 
 use std::path::PathBuf;
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
 use serde::Serialize;
 
-use crate::fanout::{self, FanoutResult, FanoutSpec};
-use crate::latency::{self, LatencyResult, LatencySpec};
-use crate::nodes::{Deployment, NodeSettings};
+use crate::machine::Machine;
 use crate::procs;
-use crate::report;
+use fanout::{FanoutResult, FanoutSpec};
+use latency::{LatencyResult, LatencySpec};
+use nodes::{Deployment, NodeSettings};
 
 /// The latency the deployment guides promise Redis adds, ms.
 pub const PROMISE_MS: f64 = 5.0;
@@ -96,91 +105,6 @@ impl Options {
     }
 }
 
-/// The machine a run was made on: the figures mean little without it.
-#[derive(Debug, Clone, Serialize)]
-pub struct Machine {
-    /// CPUs this process may use (shared by client, nodes and Redis).
-    pub cpus: usize,
-    /// `/proc/cpuinfo` model name.
-    pub cpu_model: String,
-    /// Kernel release.
-    pub kernel: String,
-    /// Memory, GiB.
-    pub memory_gib: f64,
-    /// `redis-server --version`.
-    pub redis: String,
-    /// The workspace commit.
-    pub git_commit: String,
-    /// Whether `backend/` had uncommitted changes (the binary measured is
-    /// what was built, not necessarily the commit).
-    pub backend_uncommitted_changes: bool,
-}
-
-impl Machine {
-    fn detect() -> Machine {
-        let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
-        let cpuinfo = read("/proc/cpuinfo");
-        let meminfo = read("/proc/meminfo");
-        let mem_kib: f64 = meminfo
-            .lines()
-            .find_map(|l| l.strip_prefix("MemTotal:"))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .unwrap_or(0.0);
-        let workspace = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
-        let git = |args: &[&str]| {
-            Command::new("git")
-                .arg("-C")
-                .arg(workspace)
-                .args(args)
-                .output()
-                .ok()
-                .filter(|o| o.status.success())
-                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        };
-        Machine {
-            cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
-            cpu_model: cpuinfo
-                .lines()
-                .find_map(|l| l.strip_prefix("model name"))
-                .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
-                .unwrap_or_default(),
-            kernel: read("/proc/sys/kernel/osrelease").trim().to_owned(),
-            memory_gib: (mem_kib / 1024.0 / 1024.0 * 10.0).round() / 10.0,
-            redis: Command::new("redis-server")
-                .arg("--version")
-                .output()
-                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-                .unwrap_or_default(),
-            git_commit: git(&["rev-parse", "--short", "HEAD"]).unwrap_or_default(),
-            backend_uncommitted_changes: git(&["status", "--porcelain", "--", "backend"])
-                .is_some_and(|s| !s.is_empty()),
-        }
-    }
-}
-
-/// Redis' share of the latency at one rate: Redis run minus memory run.
-#[derive(Debug, Clone, Serialize)]
-pub struct RedisAdded {
-    /// Messages/s.
-    pub rate: f64,
-    /// Through Redis, p50 ms.
-    pub redis_p50_ms: f64,
-    /// In memory, p50 ms.
-    pub memory_p50_ms: f64,
-    /// The difference, ms.
-    pub added_p50_ms: f64,
-    /// Through Redis, p99 ms.
-    pub redis_p99_ms: f64,
-    /// In memory, p99 ms.
-    pub memory_p99_ms: f64,
-    /// The difference, ms.
-    pub added_p99_ms: f64,
-    /// The deployment guides' promise, ms.
-    pub promise_ms: f64,
-    /// How far the added p99 is below the promise, ms (negative: above).
-    pub p99_margin_ms: f64,
-}
-
 /// Everything one run measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -192,8 +116,6 @@ pub struct Report {
     pub options: Options,
     /// Latency runs, Redis first, then memory.
     pub latency: Vec<LatencyResult>,
-    /// Redis minus memory, per rate.
-    pub redis_added: Vec<RedisAdded>,
     /// The fan-out runs.
     pub fanout: Option<FanoutResult>,
     /// WARN/ERROR lines the latency runs' nodes logged.
@@ -204,10 +126,12 @@ pub struct Report {
 
 /// Parse nothing more, run, print, write: the binary's whole body.
 pub fn main(opts: Options) -> ExitCode {
-    procs::kill_children_on_panic();
     let opts = opts.settled();
     let (max_secs, json) = (opts.max_secs, opts.json.clone());
-    crate::driver::drive(None, max_secs, json.as_deref(), run(opts), report::render)
+    crate::driver::drive(None, max_secs, run(opts), |report| {
+        print!("{}", report::render(&report));
+        json.map_or(Ok(()), |path| crate::driver::write_json(&path, &report))
+    })
 }
 
 fn parse_env(s: &str) -> Result<(String, String), String> {
@@ -265,30 +189,6 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
             node_warnings.extend(dep.warnings());
         }
     }
-    let redis_added = opts
-        .rates
-        .iter()
-        .filter_map(|&rate| {
-            let find = |b: &str| {
-                latency_runs
-                    .iter()
-                    .find(|r| r.backplane == b && r.target_rate == rate)
-            };
-            let (r, m) = (find("redis")?, find("memory")?);
-            let added_p99 = r.latency.p99_ms - m.latency.p99_ms;
-            Some(RedisAdded {
-                rate,
-                redis_p50_ms: r.latency.p50_ms,
-                memory_p50_ms: m.latency.p50_ms,
-                added_p50_ms: r.latency.p50_ms - m.latency.p50_ms,
-                redis_p99_ms: r.latency.p99_ms,
-                memory_p99_ms: m.latency.p99_ms,
-                added_p99_ms: added_p99,
-                promise_ms: PROMISE_MS,
-                p99_margin_ms: PROMISE_MS - added_p99,
-            })
-        })
-        .collect();
     let fanout = if opts.no_fanout {
         None
     } else {
@@ -311,10 +211,9 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
     };
     Ok(Report {
         command: std::env::args().collect::<Vec<_>>().join(" "),
-        machine: Machine::detect(),
+        machine: Machine::detect(&[("redis-server", &["redis-server", "--version"])]),
         options: opts,
         latency: latency_runs,
-        redis_added,
         fanout,
         node_warnings,
         total_secs: began.elapsed().as_secs_f64(),

@@ -22,9 +22,9 @@ use anyhow::Context;
 use serde::Serialize;
 use tokio::sync::watch;
 
-use crate::client::{self, Pace, Publisher, Tally};
-use crate::clock::{ms, ns_of};
-use crate::nodes::{node_name, Deployment};
+use super::client::{self, Pace, Publisher, Tally};
+use super::clock::{ms, ns_of};
+use super::nodes::{node_name, Deployment};
 use crate::procs::{self, CpuShare};
 use crate::stats::{self, HistogramEstimate, Summary, PUBLISH_TO_DELIVER};
 
@@ -139,7 +139,7 @@ pub async fn measure(
     let window_start = start + spec.warmup;
     let window_end = window_start + spec.duration;
 
-    let mut watched = vec![procs::this_process()];
+    let mut watched = vec![procs::Watched::new("bench client", std::process::id())];
     watched.extend(dep.watched.iter().cloned());
     tokio::time::sleep_until(window_start.into()).await;
     let cpu_before = procs::snapshot(&watched);

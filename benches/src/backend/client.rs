@@ -5,7 +5,7 @@
 //!   would measure the client's kernel) and the implicit joins.
 //! - [`Publisher`]: a publisher on its own thread, paced to a schedule
 //!   finer than tokio's 1 ms timer, or as fast as the node takes frames.
-//!   Each message's `data` is its send time ([`crate::clock::now_ns`]).
+//!   Each message's `data` is its send time ([`super::clock::now_ns`]).
 //! - [`Tally`]: what a receiver saw in one room: latencies, and whether
 //!   offsets came in order, each once.
 //!
@@ -26,7 +26,7 @@ use serde::Deserialize;
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::clock::{self, now_ns};
+use super::clock::{self, now_ns};
 
 /// A client WebSocket.
 pub type Ws = ringway_tests::WsClient;
@@ -146,7 +146,7 @@ pub enum Pace {
 pub struct PublisherReport {
     /// Frames sent.
     pub sent: u64,
-    /// Send time of the first, [`crate::clock`] ns.
+    /// Send time of the first, [`super::clock`] ns.
     pub first_send_ns: u64,
     /// Send time of the last.
     pub last_send_ns: u64,

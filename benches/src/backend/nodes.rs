@@ -113,10 +113,7 @@ impl Deployment {
         let mut dep = Deployment {
             backplane: "redis",
             nodes: Vec::new(),
-            watched: vec![Watched {
-                name: "redis".into(),
-                pid,
-            }],
+            watched: vec![Watched::new("redis", pid)],
             settings: settings.clone(),
             backends: Vec::new(),
             memory: None,
@@ -143,7 +140,7 @@ impl Deployment {
         let backend = Backend::start(&worker_id, &env).await;
         let pid = backend.child.pid();
         self._guards.push(PidGuard::new(pid, &worker_id));
-        self.watched.push(Watched { name, pid });
+        self.watched.push(Watched::new(&name, pid));
         let endpoint = Endpoint {
             worker_id,
             addr: backend.addr,
@@ -180,10 +177,7 @@ impl Deployment {
         Ok(Deployment {
             backplane: "memory",
             nodes,
-            watched: vec![Watched {
-                name: "nodes A+B (one process)".into(),
-                pid,
-            }],
+            watched: vec![Watched::new("nodes A+B (one process)", pid)],
             settings: settings.clone(),
             backends: Vec::new(),
             memory: Some(child),

@@ -6,7 +6,7 @@
 //! [`now_ns`]: no wall clock, no skew.
 
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 static BASE: OnceLock<Instant> = OnceLock::new();
 
@@ -51,9 +51,4 @@ pub fn sleep_until(deadline: Instant) {
 /// Milliseconds as a float, the unit of every reported latency.
 pub fn ms(ns: u64) -> f64 {
     ns as f64 / 1e6
-}
-
-/// [`ms`] of a [`Duration`].
-pub fn ms_of(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
 }

@@ -26,9 +26,9 @@ use anyhow::{bail, Context};
 use serde::Serialize;
 use tokio::sync::{mpsc, watch, Semaphore};
 
-use crate::client::{self, Pace, Publisher, PublisherReport, Received, Tally};
-use crate::clock::{ms, now_ns, ns_of};
-use crate::nodes::{node_name, Deployment, NodeSettings};
+use super::client::{self, Pace, Publisher, PublisherReport, Received, Tally};
+use super::clock::{ms, now_ns, ns_of};
+use super::nodes::{node_name, Deployment, NodeSettings};
 use crate::procs::{self, CpuShare};
 use crate::stats::{self, HistogramEstimate, Summary, PUBLISH_TO_DELIVER};
 
@@ -313,7 +313,7 @@ async fn run_phase(
     let publisher = Publisher::connect(pub_node.ws_url("bench-fan-pub"), phase.room.clone(), pace)
         .await
         .context("fan-out publisher")?;
-    let mut watched = vec![procs::this_process()];
+    let mut watched = vec![procs::Watched::new("bench client", std::process::id())];
     watched.extend(dep.watched.iter().cloned());
     let start = Instant::now() + Duration::from_millis(50);
 
