@@ -13,6 +13,7 @@
 //! - [`runtime`]: routes and pools built from a config, swapped atomically.
 //! - [`upstream`]: pools, server state (admin, health, passive ejection), rings.
 //! - [`health`]: the active health-check schedule.
+//! - [`limits`]: per-client rates and caps in fixed memory; the 429 fields.
 //! - [`stats`]: per-server counters; [`admin`]: the admin listener that shows them.
 //! - [`app`]: wiring Pingora's server; [`cli`]: the command line.
 
@@ -22,6 +23,7 @@ pub mod cli;
 pub mod config;
 pub mod forwarding;
 pub mod health;
+pub mod limits;
 pub mod routing;
 pub mod runtime;
 pub mod service;
