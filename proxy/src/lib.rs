@@ -14,6 +14,7 @@
 //! - [`upstream`]: pools, server state (admin, health, passive ejection), rings.
 //! - [`health`]: the active health-check schedule.
 //! - [`limits`]: per-client rates and caps in fixed memory; the 429 fields.
+//! - [`proxy_protocol`]: the PROXY v1/v2 header a trusted load balancer sends first.
 //! - [`stats`]: per-server counters; [`admin`]: the admin listener that shows them.
 //! - [`app`]: wiring Pingora's server; [`cli`]: the command line.
 
@@ -24,6 +25,7 @@ pub mod config;
 pub mod forwarding;
 pub mod health;
 pub mod limits;
+pub mod proxy_protocol;
 pub mod routing;
 pub mod runtime;
 pub mod service;
