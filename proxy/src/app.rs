@@ -27,10 +27,6 @@ use crate::runtime::Runtime;
 /// Why the proxy would not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    /// The config asks for features this build does not have yet; running
-    /// without them silently would be worse than not running.
-    #[error("not supported yet, refusing to start without them:\n{}", .0.join("\n"))]
-    Unsupported(Vec<String>),
     /// Files the config names could not be used.
     #[error("{0}")]
     Config(ConfigErrors),
@@ -40,48 +36,6 @@ pub enum StartError {
     /// The access log cannot be opened.
     #[error("log.access: {0}")]
     AccessLog(std::io::Error),
-}
-
-/// Settings that parse and validate but whose feature has not landed: each
-/// entry names the TOML path. Empty when the config can run as written.
-pub fn unsupported_settings(config: &Config) -> Vec<String> {
-    let mut out = Vec::new();
-    let limits = &config.limits;
-    let rate_settings = [
-        ("requests_per_second", limits.requests.is_some()),
-        (
-            "max_connections_per_ip",
-            limits.max_connections_per_ip.is_some(),
-        ),
-        (
-            "max_websockets_per_ip",
-            limits.max_websockets_per_ip.is_some(),
-        ),
-        (
-            "websocket_upgrades_per_second",
-            limits.websocket_upgrades.is_some(),
-        ),
-    ];
-    for (name, set) in rate_settings {
-        if set {
-            out.push(format!(
-                "limits.{name}: rate and connection limits are not implemented yet"
-            ));
-        }
-    }
-    for (i, l) in config.listeners.iter().enumerate() {
-        if l.proxy_protocol {
-            out.push(format!("listener[{i}].proxy_protocol: not implemented yet"));
-        }
-    }
-    for (i, r) in config.routes.iter().enumerate() {
-        if r.limits.requests.is_some() || r.limits.websocket_upgrades.is_some() {
-            out.push(format!(
-                "route[{i}].limits: per-route rates are not implemented yet"
-            ));
-        }
-    }
-    out
 }
 
 /// Descriptors kept free beyond two per client connection: health checks,
@@ -139,10 +93,6 @@ fn upgrade_sock(config: &Config) -> PathBuf {
 /// Build the server for `config` (read from `config_path`) and run it until
 /// shutdown. `upgrade` takes the listeners over from a running instance.
 pub fn run(config: Config, config_path: &Path, upgrade: bool) -> Result<(), StartError> {
-    let unsupported = unsupported_settings(&config);
-    if !unsupported.is_empty() {
-        return Err(StartError::Unsupported(unsupported));
-    }
     let max_connections = connection_cap(&config)?;
     let runtime = Runtime::build(&config, None, &crate::config::base_dir(config_path))
         .map_err(StartError::Config)?;
@@ -151,7 +101,7 @@ pub fn run(config: Config, config_path: &Path, upgrade: bool) -> Result<(), Star
     let listen: Vec<SocketAddr> = config.listeners.iter().map(|l| l.listen).collect();
     let process = Arc::new(Process::new(
         runtime.shared(),
-        Admission::new(max_connections),
+        Admission::new(max_connections, &config.limits),
         listen.len(),
         access_log,
     ));

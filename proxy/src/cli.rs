@@ -53,9 +53,6 @@ pub fn main() -> ExitCode {
             }
             return ExitCode::FAILURE;
         }
-        for note in app::unsupported_settings(&config) {
-            eprintln!("  note: {note}");
-        }
         println!("{}: configuration ok", cli.config.display());
         return ExitCode::SUCCESS;
     }

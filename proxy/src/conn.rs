@@ -58,7 +58,6 @@ pub async fn serve(
     let lrt = rt.listener(listener);
     let peer = normalized(peer);
     let mut tcp = tcp;
-    let mut early = ReadBuf::default();
 
     let mut client = peer;
     if lrt.settings.proxy_protocol {
@@ -67,14 +66,13 @@ pub async fn serve(
             tracing::debug!(%peer, "PROXY header expected from an untrusted peer; closing");
             return;
         }
-        let deadline = accepted + limits.header_timeout;
-        match crate::proxy_protocol::read_header(&mut tcp, deadline.into_std()).await {
+        // The header is read exactly (the client's own bytes stay in the
+        // socket), within what is left of the head deadline.
+        let left = (accepted + limits.header_timeout).saturating_duration_since(Instant::now());
+        match crate::proxy_protocol::read_header(&mut tcp, left).await {
             Ok(header) => {
                 if let Some(source) = header.source {
                     client = normalized(source);
-                }
-                if !header.rest.is_empty() {
-                    early = ReadBuf::from_bytes(&header.rest);
                 }
             }
             Err(e) => {
@@ -95,13 +93,6 @@ pub async fn serve(
     let (stream, h2) = match &lrt.tls {
         None => (ClientStream::Plain(tcp), false),
         Some(tls) => {
-            if !early.is_empty() {
-                // Bytes after a PROXY header on a TLS listener would be the
-                // ClientHello; the acceptor reads the socket itself, so this
-                // cannot be served.
-                lstats.refused_proxy_protocol.fetch_add(1, Relaxed);
-                return;
-            }
             let acceptor = tokio_rustls::TlsAcceptor::from(tls.server_config());
             match tokio::time::timeout(limits.tls_handshake_timeout, acceptor.accept(tcp)).await {
                 Ok(Ok(stream)) => {
@@ -133,6 +124,6 @@ pub async fn serve(
     if h2 {
         crate::h2::serve(process, info, stream).await;
     } else {
-        crate::h1::serve(process, info, stream, early).await;
+        crate::h1::serve(process, info, stream, ReadBuf::default()).await;
     }
 }

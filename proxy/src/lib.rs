@@ -19,6 +19,8 @@
 //!   [`reload`]: SIGHUP and friends; [`process`]: state that outlives a runtime.
 //! - [`upstream`]: pools, server state, rings; [`health`]: active checks.
 //! - [`tls`]: certificates, termination, upstream TLS.
+//! - [`limits`]: per-client rates and caps in fixed memory; the 429 fields.
+//! - [`proxy_protocol`]: the PROXY v1/v2 header a trusted load balancer sends first.
 //! - [`stats`], [`access_log`], [`admin`]: what an operator sees.
 //! - [`app`], [`cli`], [`notify`]: start-up, command line, systemd.
 
@@ -34,6 +36,7 @@ pub mod forwarding;
 pub mod h1;
 pub mod h2;
 pub mod health;
+pub mod limits;
 pub mod listen;
 pub mod notify;
 pub mod process;

@@ -150,9 +150,9 @@ pub fn reload(process: &Process, path: &Path) -> ReloadRecord {
                 process.record_reload(record.clone());
                 return record;
             }
-            if let Some(max) = next.config.server.max_connections {
-                process.admission.set_max_connections(max as usize);
-            }
+            process
+                .admission
+                .reconfigure(next.config.server.max_connections, &next.config.limits);
             process.runtime.store(next.clone());
             warn_expiring(&next);
             for c in &changes {
@@ -187,10 +187,6 @@ fn load_and_build(current: &Runtime, path: &Path) -> Result<(Runtime, Vec<String
             .into_iter()
             .map(|k| format!("{k}: cannot change in a running process; restart, or start the new configuration with --upgrade"))
             .collect());
-    }
-    let unsupported = crate::app::unsupported_settings(&next);
-    if !unsupported.is_empty() {
-        return Err(unsupported);
     }
     let runtime = Runtime::build(&next, Some(current), &crate::config::base_dir(path))
         .map_err(|e| e.0.iter().map(|e| e.to_string()).collect::<Vec<_>>())?;

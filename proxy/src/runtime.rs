@@ -16,9 +16,40 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
-use crate::config::{Config, ConfigError, ConfigErrors, Limits, Listener, LogSettings, Route};
+use crate::config::{
+    Config, ConfigError, ConfigErrors, Limits, Listener, LogSettings, RateLimit, Route,
+};
+use crate::limits::{RateLimitFields, RateLimiter, SketchShape};
 use crate::tls::{ServerTls, SessionState, UpstreamTlsConfig};
 use crate::upstream::{Pool, ServerState};
+
+/// A rate limit as it runs: the limiter (its buckets) and the fields that
+/// announce it in a 429.
+#[derive(Debug, Clone)]
+pub struct Limiter {
+    /// The limit it enforces.
+    pub limit: RateLimit,
+    /// The per-client buckets, in fixed memory.
+    pub rate: Arc<RateLimiter>,
+    /// `RateLimit-Policy` and friends.
+    pub fields: Arc<RateLimitFields>,
+}
+
+impl Limiter {
+    /// A limiter for `limit` named `name` in the 429's fields, reusing
+    /// `previous` (and so every client's bucket) when it enforced the same
+    /// limit: a reload does not reset anyone's rate.
+    fn new(name: &str, limit: RateLimit, previous: Option<&Limiter>) -> Self {
+        if let Some(p) = previous.filter(|p| p.limit == limit) {
+            return p.clone();
+        }
+        Self {
+            limit,
+            rate: Arc::new(RateLimiter::new(limit, SketchShape::default())),
+            fields: Arc::new(RateLimitFields::new(name, limit)),
+        }
+    }
+}
 
 /// One `[[route]]` with its pool resolved.
 #[derive(Debug)]
@@ -27,6 +58,10 @@ pub struct RouteRt {
     pub route: Route,
     /// The pool it sends to.
     pub pool: Arc<Pool>,
+    /// The route's own request rate, replacing the `[limits]` one here.
+    pub requests: Option<Limiter>,
+    /// The route's own upgrade rate, replacing the `[limits]` one here.
+    pub upgrades: Option<Limiter>,
 }
 
 impl RouteRt {
@@ -98,6 +133,10 @@ fn strip_port(host: &str) -> &str {
 pub struct LimitsRt {
     /// `[limits]`.
     pub settings: Limits,
+    /// `requests_per_second` per client identity.
+    pub requests: Option<Limiter>,
+    /// `websocket_upgrades_per_second` per client identity.
+    pub upgrades: Option<Limiter>,
 }
 
 /// Everything the request path needs, derived from one config.
@@ -167,9 +206,21 @@ impl Runtime {
         let routes = config
             .routes
             .iter()
-            .filter_map(|route| {
+            .enumerate()
+            .filter_map(|(i, route)| {
                 let pool = pools.get(&route.upstream)?.clone();
+                let before = previous.and_then(|p| p.routes.get(i));
                 Some(RouteRt {
+                    requests: route.limits.requests.map(|l| {
+                        Limiter::new("requests", l, before.and_then(|b| b.requests.as_ref()))
+                    }),
+                    upgrades: route.limits.websocket_upgrades.map(|l| {
+                        Limiter::new(
+                            "websocket-upgrades",
+                            l,
+                            before.and_then(|b| b.upgrades.as_ref()),
+                        )
+                    }),
                     route: route.clone(),
                     pool,
                 })
@@ -218,6 +269,20 @@ impl Runtime {
             listeners,
             limits: LimitsRt {
                 settings: config.limits.clone(),
+                requests: config.limits.requests.map(|l| {
+                    Limiter::new(
+                        "requests",
+                        l,
+                        previous.and_then(|p| p.limits.requests.as_ref()),
+                    )
+                }),
+                upgrades: config.limits.websocket_upgrades.map(|l| {
+                    Limiter::new(
+                        "websocket-upgrades",
+                        l,
+                        previous.and_then(|p| p.limits.upgrades.as_ref()),
+                    )
+                }),
             },
             log: resolved_log(&config.log, base),
             retired: Vec::new(),

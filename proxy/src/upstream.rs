@@ -6,6 +6,7 @@
 //! one question of it, [`ServerState::is_available`]; health checks and the
 //! request path report into it. It never opens a connection itself.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -140,9 +141,25 @@ impl ServerState {
     /// Whether new connections may go here now: admin state up, last health
     /// verdict healthy, and not passively ejected.
     pub fn is_available(&self) -> bool {
-        self.admin_state() == AdminState::Up
-            && self.is_healthy()
-            && !self.is_ejected(Instant::now())
+        self.is_available_at(Instant::now())
+    }
+
+    /// [`ServerState::is_available`] at `now`, so that a selection that
+    /// looks at many servers reads the clock once.
+    pub fn is_available_at(&self, now: Instant) -> bool {
+        self.admin_state() == AdminState::Up && self.is_healthy() && !self.is_ejected(now)
+    }
+
+    /// Pretend the server became available at `at` (tests of slow start).
+    #[cfg(test)]
+    pub(crate) fn became_available_at(&self, at: Instant) {
+        self.tracking().up_since = at;
+    }
+
+    /// Available but for passive ejection (admin state up, checks passing):
+    /// such a server is tried when every server is out.
+    pub fn is_available_ignoring_ejection(&self) -> bool {
+        self.admin_state() == AdminState::Up && self.is_healthy()
     }
 
     /// The last verdict of the active health checks.
@@ -273,16 +290,49 @@ pub struct Pool {
     pub(crate) rr: Mutex<Vec<i64>>,
     /// How servers are reached over TLS, when the pool has `tls = true`.
     pub tls: Option<Arc<UpstreamTlsConfig>>,
+    /// The servers of `primary_ring` and of `backup_ring`, each in ring-member
+    /// order, so a ring walk names a server by index with no search.
+    pub(crate) tiers: [Tier; 2],
 }
 
-/// A Ketama continuum plus what is needed to walk it safely.
+/// The servers of one ring (the primaries, or the backups) in the order the
+/// ring numbers its members, and their configured weight in total.
+#[derive(Debug)]
+pub(crate) struct Tier {
+    /// Member `m` of the ring is `members[m]`.
+    pub(crate) members: Box<[Arc<ServerState>]>,
+    /// The sum of every member's weight, available or not.
+    pub(crate) total_weight: u64,
+}
+
+impl Tier {
+    fn new<'a>(servers: impl Iterator<Item = &'a Arc<ServerState>>) -> Self {
+        let members: Box<[Arc<ServerState>]> = servers.cloned().collect();
+        let total_weight = members.iter().map(|s| u64::from(s.weight)).sum();
+        Self {
+            members,
+            total_weight,
+        }
+    }
+}
+
+/// A Ketama continuum plus what is needed to walk it cheaply: for every
+/// point, the index of the member that owns it, so that a walk is a binary
+/// search for the key's point followed by index steps, never an address
+/// comparison.
 pub struct Ring {
     /// The continuum itself (nginx-compatible points).
     pub continuum: Continuum,
-    /// Number of points, to bound a walk (the continuum's iterator cycles).
+    /// Number of points on the continuum (points of equal hash are merged,
+    /// as nginx does, so at most 160 per unit of weight).
     pub points: usize,
     /// Distinct servers on the ring.
     pub members: usize,
+    /// Point `p` (in continuum order) belongs to member `owner[p]`: the
+    /// position of its server in the iterator [`Ring::new`] was given.
+    owner: Box<[u32]>,
+    /// Member `m`'s address.
+    addrs: Box<[SocketAddr]>,
 }
 
 impl std::fmt::Debug for Ring {
@@ -298,35 +348,155 @@ impl Ring {
     /// Build the ring nginx would build for `hash … consistent` over these
     /// servers: 160 points per unit of weight.
     pub fn new<'a>(servers: impl Iterator<Item = &'a ServerState>) -> Self {
-        let mut weight = 0usize;
-        let buckets: Vec<Bucket> = servers
-            .map(|s| {
-                weight += s.weight as usize;
-                Bucket::new(s.addr, s.weight)
-            })
+        let (addrs, buckets): (Vec<SocketAddr>, Vec<Bucket>) = servers
+            .map(|s| (s.addr, Bucket::new(s.addr, s.weight)))
+            .unzip();
+        // The continuum numbers its nodes in the order of `buckets`.
+        let continuum = Continuum::new(&buckets);
+        let member_of: HashMap<SocketAddr, u32> = addrs
+            .iter()
+            .enumerate()
+            .rev() // a repeated address keeps its first index
+            .map(|(m, a)| (*a, m as u32))
             .collect();
-        Self {
-            continuum: Continuum::new(&buckets),
-            points: weight * 160,
-            members: buckets.len(),
+        // `get_addr` steps through the continuum in order and wraps to 0
+        // after the last point: one lap reads every point's owner.
+        let mut owner = Vec::new();
+        let mut idx = 0usize;
+        while let Some(addr) = continuum.get_addr(&mut idx) {
+            owner.push(member_of.get(addr).copied().unwrap_or(0));
+            if idx == 0 {
+                break;
+            }
         }
+        Self {
+            continuum,
+            points: owner.len(),
+            members: addrs.len(),
+            owner: owner.into_boxed_slice(),
+            addrs: addrs.into_boxed_slice(),
+        }
+    }
+
+    /// The members in ring order starting at `key`'s point, each once, as
+    /// indices (see [`Ring::member_addr`]). Lazy: the point is found by
+    /// binary search and the walk goes only as far as it is driven, so a
+    /// caller that takes the first member pays `O(log points)`.
+    pub fn walk_members(&self, key: &[u8]) -> RingWalk<'_> {
+        let start = if self.points == 0 {
+            0
+        } else {
+            self.continuum.node_idx(key)
+        };
+        RingWalk {
+            ring: self,
+            pos: start,
+            left: self.points,
+            found: 0,
+            seen: Seen::new(self.members),
+        }
+    }
+
+    /// The address of member `m`.
+    pub fn member_addr(&self, m: usize) -> SocketAddr {
+        self.addrs[m]
     }
 
     /// The servers in ring order starting at `key`'s point, each once.
     pub fn walk(&self, key: &[u8]) -> Vec<SocketAddr> {
-        let mut seen: Vec<SocketAddr> = Vec::with_capacity(self.members);
-        if self.members == 0 {
-            return seen;
-        }
-        for addr in self.continuum.node_iter(key).take(self.points + 1) {
-            if !seen.contains(addr) {
-                seen.push(*addr);
-                if seen.len() == self.members {
-                    break;
-                }
+        self.walk_members(key).map(|m| self.addrs[m]).collect()
+    }
+}
+
+/// A lazy walk of a [`Ring`]: member indices in ring order from a key's
+/// point, each member once. Built by [`Ring::walk_members`].
+pub struct RingWalk<'a> {
+    ring: &'a Ring,
+    /// The next point to read.
+    pos: usize,
+    /// Points not read yet: a walk ends after one lap.
+    left: usize,
+    /// Members yielded so far: a walk ends when it has seen them all.
+    found: usize,
+    seen: Seen,
+}
+
+impl Iterator for RingWalk<'_> {
+    type Item = usize;
+
+    fn next(&mut self) -> Option<usize> {
+        while self.left > 0 && self.found < self.ring.members {
+            let m = self.ring.owner[self.pos] as usize;
+            self.pos += 1;
+            if self.pos == self.ring.points {
+                self.pos = 0;
+            }
+            self.left -= 1;
+            if self.seen.insert(m) {
+                self.found += 1;
+                return Some(m);
             }
         }
-        seen
+        None
+    }
+}
+
+/// The members a walk has yielded. Small rings use an inline bit set; a
+/// large ring allocates its bit set only once the walk goes past its first
+/// member, so the common walk (first member taken) never allocates.
+enum Seen {
+    Inline(u128),
+    Large {
+        first: Option<usize>,
+        bits: Vec<u64>,
+        members: usize,
+    },
+}
+
+impl Seen {
+    fn new(members: usize) -> Self {
+        if members <= 128 {
+            Seen::Inline(0)
+        } else {
+            Seen::Large {
+                first: None,
+                bits: Vec::new(),
+                members,
+            }
+        }
+    }
+
+    /// Record member `m`; false when it was already recorded.
+    fn insert(&mut self, m: usize) -> bool {
+        match self {
+            Seen::Inline(bits) => {
+                let bit = 1u128 << m;
+                let new = *bits & bit == 0;
+                *bits |= bit;
+                new
+            }
+            Seen::Large {
+                first,
+                bits,
+                members,
+            } => {
+                let Some(f) = *first else {
+                    *first = Some(m);
+                    return true;
+                };
+                if m == f {
+                    return false;
+                }
+                if bits.is_empty() {
+                    *bits = vec![0; members.div_ceil(64)];
+                    bits[f / 64] |= 1 << (f % 64);
+                }
+                let (word, bit) = (m / 64, 1u64 << (m % 64));
+                let new = bits[word] & bit == 0;
+                bits[word] |= bit;
+                new
+            }
+        }
     }
 }
 
@@ -357,6 +527,10 @@ impl Pool {
             .collect();
         let primary_ring = Ring::new(servers.iter().filter(|s| !s.backup).map(|s| &**s));
         let backup_ring = Ring::new(servers.iter().filter(|s| s.backup).map(|s| &**s));
+        let tiers = [
+            Tier::new(servers.iter().filter(|s| !s.backup)),
+            Tier::new(servers.iter().filter(|s| s.backup)),
+        ];
         let rr = Mutex::new(vec![0; servers.len()]);
         Self {
             settings,
@@ -365,6 +539,7 @@ impl Pool {
             backup_ring,
             rr,
             tls,
+            tiers,
         }
     }
 
@@ -467,5 +642,43 @@ mod tests {
         sorted.sort();
         sorted.dedup();
         assert_eq!(sorted.len(), 5);
+    }
+
+    #[test]
+    fn large_ring_walk_is_the_continuum_order_without_repeats() {
+        let servers: Vec<ServerState> = (0..1000)
+            .map(|i| {
+                let mut sp = spec(&format!("10.1.{}.{}:80", i / 250, i % 250 + 1));
+                sp.weight = i % 2 + 1;
+                ServerState::new(&sp)
+            })
+            .collect();
+        let ring = Ring::new(servers.iter());
+        assert_eq!(ring.members, 1000);
+        for k in 0..5 {
+            let key = format!("key-{k}");
+            let mut seen = std::collections::HashSet::new();
+            let expected: Vec<SocketAddr> = ring
+                .continuum
+                .node_iter(key.as_bytes())
+                .take(ring.points)
+                .filter(|a| seen.insert(**a))
+                .copied()
+                .collect();
+            assert_eq!(ring.walk(key.as_bytes()), expected);
+            let first = ring.walk_members(key.as_bytes()).next().unwrap();
+            assert_eq!(servers[first].addr, ring.member_addr(first));
+            assert_eq!(
+                Some(ring.member_addr(first)),
+                ring.continuum.node(key.as_bytes())
+            );
+        }
+    }
+
+    #[test]
+    fn empty_ring_walks_nowhere() {
+        let ring = Ring::new(std::iter::empty());
+        assert_eq!(ring.points, 0);
+        assert!(ring.walk(b"x").is_empty());
     }
 }

@@ -1,6 +1,6 @@
 //! The config contract seen from the command line: `--check` / `-t` prints
 //! every error with its TOML path and exits 1, or prints ok and exits 0;
-//! settings whose feature has not landed are refused at start, by name.
+//! and every file it names is read and checked.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -125,12 +125,4 @@ servers = [
     ] {
         assert!(text.contains(path), "missing an error at {path}:\n{text}");
     }
-}
-
-#[test]
-fn starting_with_features_not_built_yet_is_refused_by_name() {
-    let example = std::fs::read_to_string(repo_file("conf/ringway.toml")).unwrap();
-    let (out, text) = run(&["--config", "{CONFIG}"], Some(&example));
-    assert_eq!(out.status.code(), Some(1), "{text}");
-    assert!(text.contains("limits.requests_per_second"), "{text}");
 }
