@@ -350,6 +350,7 @@ const BACKEND_ENV: &[&str] = &[
     "HISTORY_SIZE",
     "HISTORY_TTL",
     "HISTORY_MAX_RECOVER",
+    "REDIS_DURABLE",
 ];
 
 impl Backend {
@@ -449,6 +450,8 @@ pub struct Peer {
     ws: WsClient,
     /// Frames read past by [`Peer::recv_until`], handed out first by [`Peer::recv`].
     pending: VecDeque<Value>,
+    /// The last request id [`Peer::publish`] used.
+    next_id: u64,
     /// The `welcome` frame.
     pub welcome: Value,
 }
@@ -470,6 +473,7 @@ impl Peer {
         let mut peer = Peer {
             ws,
             pending: VecDeque::new(),
+            next_id: 0,
             welcome: Value::Null,
         };
         let welcome = peer.recv().await?;
@@ -540,12 +544,18 @@ impl Peer {
     /// The first frame of type `kind`; frames before it stay queued for
     /// [`Peer::recv`], in order.
     pub async fn recv_until(&mut self, kind: &str) -> Result<Value, String> {
-        if let Some(i) = self.pending.iter().position(|f| f["type"] == kind) {
+        self.recv_until_any(&[kind]).await
+    }
+
+    /// The first frame of any of these types; frames before it stay queued.
+    pub async fn recv_until_any(&mut self, kinds: &[&str]) -> Result<Value, String> {
+        let wanted = |f: &Value| kinds.iter().any(|k| f["type"] == *k);
+        if let Some(i) = self.pending.iter().position(wanted) {
             return Ok(self.pending.remove(i).expect("index in range"));
         }
         loop {
             let frame = self.recv_socket().await?;
-            if frame["type"] == kind {
+            if wanted(&frame) {
                 return Ok(frame);
             }
             self.pending.push_back(frame);
@@ -588,11 +598,28 @@ impl Peer {
         Ok(joined)
     }
 
-    /// `publish` with an `id`; the `ack` frame.
+    /// `publish` with a fresh `id`; the `ack` frame.
     pub async fn publish(&mut self, room: &str, data: Value) -> Result<Value, String> {
-        self.send(json!({"type": "publish", "room": room, "data": data, "id": "p"}))
+        self.next_id += 1;
+        let id = format!("p{}", self.next_id);
+        self.publish_with_id(room, data, &id).await
+    }
+
+    /// `publish` with this `id` (a retry sends the same one); the `ack`
+    /// frame, or the error frame that answered it as `Err`.
+    pub async fn publish_with_id(
+        &mut self,
+        room: &str,
+        data: Value,
+        id: &str,
+    ) -> Result<Value, String> {
+        self.send(json!({"type": "publish", "room": room, "data": data, "id": id}))
             .await?;
-        self.recv_until("ack").await
+        let frame = self.recv_until_any(&["ack", "error"]).await?;
+        match frame["type"].as_str() {
+            Some("ack") if frame["id"] == id => Ok(frame),
+            _ => Err(frame.to_string()),
+        }
     }
 
     /// `publish` without waiting for anything.

@@ -3,7 +3,8 @@
 //! - [`Fixture`]: the `ringway-fixture` upstream server (this crate's binary).
 //! - [`Proxy`]: the real `ringway-proxy` binary with a config the test writes.
 //! - [`Nginx`]: the system nginx, for compatibility checks.
-//! - Clients: [`http_client`], and WebSocket helpers ([`ws_connect`] …).
+//! - Clients: [`http_client`], WebSocket helpers ([`ws_connect`] …), and a
+//!   byte-level client that checks the close handshake ([`strict_ws`]).
 //!
 //! Every process is a [`Child`] that is killed when dropped, so a failing
 //! test leaves nothing behind. Readiness is waited on (a port that answers,
@@ -13,6 +14,7 @@ pub mod backend;
 pub mod configs;
 pub mod contracts;
 pub mod sticky;
+pub mod strict_ws;
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::{SocketAddr, TcpListener};
