@@ -188,6 +188,29 @@ impl RedisServer {
         self.child = Some(child);
     }
 
+    /// Serve on `port` from now on (`CONFIG SET port`): the same process,
+    /// data and `run_id` at another address — a promoted replica taking
+    /// over its primary's address, as a failover does.
+    pub async fn move_to_port(&mut self, port: u16) {
+        self.cmd(&["CONFIG", "SET", "port", &port.to_string()]);
+        self.port = port;
+        let start = Instant::now();
+        while !self.answers().await {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "redis did not move to {port}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Whether it answers `PING` within `within` (a plain server only).
+    pub async fn answers_within(&self, within: Duration) -> bool {
+        tokio::time::timeout(within, self.answers())
+            .await
+            .unwrap_or(false)
+    }
+
     /// Whether it answers `PING` now.
     pub async fn answers(&self) -> bool {
         let mut args = vec!["PING".to_owned()];
@@ -525,8 +548,10 @@ impl Peer {
     }
 
     async fn recv_socket(&mut self) -> Result<Value, String> {
+        // One deadline for the frame, however many pings come first.
+        let deadline = tokio::time::Instant::now() + FRAME_WAIT;
         loop {
-            match tokio::time::timeout(FRAME_WAIT, self.ws.next()).await {
+            match tokio::time::timeout_at(deadline, self.ws.next()).await {
                 Err(_) => return Err(format!("no frame within {FRAME_WAIT:?}")),
                 Ok(None) => return Err("connection ended".into()),
                 Ok(Some(Err(e))) => return Err(format!("websocket error: {e}")),
@@ -619,6 +644,25 @@ impl Peer {
         match frame["type"].as_str() {
             Some("ack") if frame["id"] == id => Ok(frame),
             _ => Err(frame.to_string()),
+        }
+    }
+
+    /// `publish` with a fresh `id`, sent again with the same `id` while it
+    /// is answered `unavailable` (Redis restarting), for up to 20 s; the ack.
+    pub async fn publish_retrying(&mut self, room: &str, data: Value) -> Result<Value, String> {
+        self.next_id += 1;
+        let id = format!("p{}", self.next_id);
+        let start = Instant::now();
+        loop {
+            match self.publish_with_id(room, data.clone(), &id).await {
+                Ok(ack) => return Ok(ack),
+                Err(e)
+                    if e.contains("unavailable") && start.elapsed() < Duration::from_secs(20) =>
+                {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => return Err(e),
+            }
         }
     }
 
