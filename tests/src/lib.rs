@@ -11,6 +11,7 @@
 //! an endpoint that says 200), never slept for.
 
 pub mod backend;
+pub mod chaos;
 pub mod configs;
 pub mod contracts;
 pub mod sticky;
