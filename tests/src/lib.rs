@@ -5,12 +5,14 @@
 //! - [`Nginx`]: the system nginx, for compatibility checks.
 //! - Clients: [`http_client`], WebSocket helpers ([`ws_connect`] …), and a
 //!   byte-level client that checks the close handshake ([`strict_ws`]).
+//! - Browsers: headless chromium driven by node scripts ([`browser`]).
 //!
 //! Every process is a [`Child`] that is killed when dropped, so a failing
 //! test leaves nothing behind. Readiness is waited on (a port that answers,
 //! an endpoint that says 200), never slept for.
 
 pub mod backend;
+pub mod browser;
 pub mod chaos;
 pub mod configs;
 pub mod contracts;
