@@ -5,9 +5,15 @@
 # the three nodes run in one process and share an in-process broker.
 # Runs in the foreground; Ctrl-C stops everything it started.
 #
+# Ctrl-C (SIGINT) exits 130 and SIGTERM 143, once every process it started
+# has stopped.
+#
 # Ports (override with the environment): RINGWAY_HTTP_PORT (8080),
 # RINGWAY_ADMIN_PORT (9090), RINGWAY_BACKEND_PORT (9001, 9002, 9003),
-# RINGWAY_REDIS_PORT (6390). RINGWAY_PROFILE=release builds optimised.
+# RINGWAY_REDIS_PORT (6390). RINGWAY_PROFILE=release builds optimised;
+# RINGWAY_BIN_DIR=DIR uses the binaries in DIR instead of building;
+# RINGWAY_RUN_DIR=DIR puts logs, config and pid files there
+# (default target/dev-cluster).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/deps.sh
@@ -17,7 +23,7 @@ admin_port=${RINGWAY_ADMIN_PORT:-9090}
 backend_port=${RINGWAY_BACKEND_PORT:-9001}
 redis_port=${RINGWAY_REDIS_PORT:-6390}
 profile=${RINGWAY_PROFILE:-dev}
-run_dir=target/dev-cluster
+run_dir=${RINGWAY_RUN_DIR:-target/dev-cluster}
 
 ensure_build_packages
 
@@ -28,23 +34,44 @@ for p in "${ports[@]}"; do
   port_in_use "$p" && die "port $p is already in use on 127.0.0.1; stop what uses it or set RINGWAY_*_PORT (see the top of $0)"
 done
 
-echo "==> building ringway-proxy and ringway-backend ($profile)"
-cargo build --profile "$profile" --locked --workspace --bins
-bin_dir=target/$([ "$profile" = dev ] && echo debug || echo "$profile")
+if [ -n "${RINGWAY_BIN_DIR:-}" ]; then
+  bin_dir=$RINGWAY_BIN_DIR
+else
+  echo "==> building ringway-proxy and ringway-backend ($profile)"
+  cargo build --profile "$profile" --locked --workspace --bins
+  bin_dir=target/$([ "$profile" = dev ] && echo debug || echo "$profile")
+fi
 
 rm -rf "$run_dir"
 mkdir -p "$run_dir/redis"
 pids=()
+# started PID: remember a process this script must stop (also in $run_dir/pids).
+started() {
+  pids+=("$1")
+  echo "$1" >>"$run_dir/pids"
+}
+# stop: SIGTERM to every process started here, SIGKILL to any still
+# running 10 s later, and wait for all of them. Never fails.
 stop() {
   trap - INT TERM EXIT
+  set +e
   echo
   echo "==> stopping"
-  [ ${#pids[@]} -gt 0 ] && kill "${pids[@]}" 2>/dev/null
-  wait 2>/dev/null || true
+  local pid left i
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null; done
+  for i in $(seq 1 100); do
+    left=0
+    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && left=1; done
+    [ $left -eq 0 ] && break
+    sleep 0.1
+  done
+  for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null; done
+  wait 2>/dev/null
+  return 0
 }
 trap 'stop; exit 130' INT
 trap 'stop; exit 143' TERM
-trap stop EXIT
+trap 'status=$?; stop; exit $status' EXIT
 
 # wait_for PORT NAME LOG: until 127.0.0.1:PORT accepts, or fail showing LOG.
 wait_for() {
@@ -62,7 +89,7 @@ start_node() {
     REDIS_URL=redis://127.0.0.1:$redis_port WS_HEARTBEAT_INTERVAL=5 \
     "$bin_dir/ringway-backend" >>"$run_dir/node-$1.log" 2>&1 &
   echo $! >"$run_dir/node-$1.pid"
-  pids+=($!)
+  started $!
 }
 
 essential=() # if one of these exits, the cluster stops
@@ -70,7 +97,7 @@ if have redis-server; then
   mode="Redis (private redis-server on 127.0.0.1:$redis_port)"
   redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no \
     --dir "$run_dir/redis" >"$run_dir/redis.log" 2>&1 &
-  pids+=($!)
+  started $!
   essential+=($!)
   wait_for "$redis_port" redis-server "$run_dir/redis.log"
   for i in 1 2 3; do start_node "$i"; done
@@ -78,7 +105,7 @@ else
   mode="in-process broker (redis-server is not installed: one process runs the three nodes)"
   PORT=$backend_port WORKER_ID=node NODE_ID=$(hostname) \
     "$bin_dir/ringway-backend" --nodes 3 >"$run_dir/nodes.log" 2>&1 &
-  pids+=($!)
+  started $!
   essential+=($!)
 fi
 for i in 0 1 2; do
@@ -121,7 +148,7 @@ fall = 3
 TOML
 "$bin_dir/ringway-proxy" --config "$run_dir/ringway.toml" --check >/dev/null
 "$bin_dir/ringway-proxy" --config "$run_dir/ringway.toml" >"$run_dir/proxy.log" 2>&1 &
-pids+=($!)
+started $!
 essential+=($!)
 wait_for "$admin_port" ringway-proxy "$run_dir/proxy.log"
 wait_for "$http_port" ringway-proxy "$run_dir/proxy.log"
@@ -151,8 +178,9 @@ else
 fi
 
 # Supervise: restart a node that died; stop when Redis or the proxy does.
+# (Sleeping in the background lets a signal's trap run at once.)
 declare -A dead_since=()
-while sleep 1; do
+while sleep 1 & wait $!; do
   for pid in "${essential[@]}"; do
     kill -0 "$pid" 2>/dev/null || die "a process the cluster needs exited; see $run_dir/*.log"
   done

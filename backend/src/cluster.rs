@@ -233,6 +233,7 @@ pub async fn resync(node: &Arc<Node>) {
     );
     let mut failed = false;
     for room in rooms {
+        node.hub.offer(&room, || Out::Mark(room.clone()));
         match node.broker.position(&room).await {
             Ok(top) => node.hub.offer(&room, || Out::Check {
                 room: room.clone(),

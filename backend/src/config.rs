@@ -39,6 +39,13 @@ pub struct Cli {
     #[arg(long, env = "REDIS_TLS_CA", value_name = "PEM")]
     pub redis_tls_ca: Option<PathBuf>,
 
+    /// 1: Redis is one primary with `appendfsync always`, so it never comes
+    /// back with less than it acknowledged and a Redis restart keeps room
+    /// epochs. 0 (default): the first write after a Redis restart or
+    /// failover starts a new epoch in every room it touches.
+    #[arg(long, env = "REDIS_DURABLE", value_name = "0|1", default_value = "0", value_parser = parse_flag, action = clap::ArgAction::Set)]
+    pub redis_durable: bool,
+
     /// Seconds a session outlives its last sign of life (refreshed while connected).
     #[arg(long, env = "WEBSOCKET_SESSION_TTL", value_name = "SECS", default_value = "3600", value_parser = parse_secs)]
     pub session_ttl: Duration,
@@ -158,6 +165,9 @@ pub struct RedisSettings {
     pub url: String,
     /// CA for TLS connections, if not the system's.
     pub tls_ca: Option<PathBuf>,
+    /// `REDIS_DURABLE`: Redis never loses an acknowledged write, so its
+    /// restarts keep room epochs.
+    pub durable: bool,
 }
 
 /// What one client connection may do.
@@ -240,6 +250,7 @@ impl Config {
             .map(|url| RedisSettings {
                 url: url.to_owned(),
                 tls_ca: cli.redis_tls_ca.clone(),
+                durable: cli.redis_durable,
             });
         let allowed_origins = cli.allowed_origins.as_deref().and_then(|list| {
             let origins: Vec<String> = list
@@ -293,6 +304,15 @@ pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
     }
     s.parse::<SocketAddr>()
         .map_err(|_| format!("`{s}` is neither a port nor ADDR:PORT (e.g. 9001 or 0.0.0.0:9001)"))
+}
+
+/// A yes/no setting: `1`/`0`, also `true`/`false`, `yes`/`no`.
+pub fn parse_flag(s: &str) -> Result<bool, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" | "" => Ok(false),
+        _ => Err(format!("`{s}` is not 0 or 1")),
+    }
 }
 
 /// Seconds, fractions allowed: `30`, `0.5`.
@@ -359,6 +379,19 @@ mod tests {
         assert!(cfg.redis.is_none());
         assert_eq!(cfg.history.max_recover, cfg.history.size);
         assert!(cfg.allowed_origins.is_none());
+    }
+
+    #[test]
+    fn durability_is_declared_explicitly() {
+        let cfg = parse(&["--redis-url", "redis://127.0.0.1:1"]).unwrap();
+        assert!(!cfg.redis.unwrap().durable, "not durable unless declared");
+        let cfg = parse(&["--redis-url", "redis://127.0.0.1:1", "--redis-durable", "1"]).unwrap();
+        assert!(cfg.redis.unwrap().durable);
+        let e = parse(&["--redis-durable", "maybe"]).unwrap_err();
+        assert!(
+            e.contains("REDIS_DURABLE") || e.contains("redis-durable"),
+            "{e}"
+        );
     }
 
     #[test]

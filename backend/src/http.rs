@@ -240,6 +240,7 @@ async fn stats(State(node): State<Arc<Node>>) -> Json<Value> {
             "rate_limited": m.rate_limited.get(),
             "redis_errors": m.redis_errors.get(),
             "gaps_filled": m.gaps_filled.get(),
+            "publishes_repeated": m.publishes_repeated.get(),
             "broker_connected": node.broker.is_connected(),
             "store_healthy": node.cluster.store_healthy(),
             "worker_id_conflict": node.cluster.worker_id_conflict(node.config.heartbeat_interval * 3),

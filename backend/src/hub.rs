@@ -79,6 +79,9 @@ pub enum Out {
         /// The close reason.
         reason: &'static str,
     },
+    /// The room's top is about to be read for a [`Out::Check`]: note
+    /// what was delivered so far.
+    Mark(Arc<str>),
     /// Live messages may have been lost (the broker reconnected): make
     /// sure everything up to `top` was delivered.
     Check {

@@ -9,8 +9,9 @@
 //! - [`http`]: the router — `/ws`, `/health`, `/api/websocket/stats`,
 //!   `/metrics` and the `X-WebSocket-*` headers.
 //! - [`auth`]: who may connect (JWT, dev mode, Origin allow-list).
-//! - [`session`]: one connection: reader (client frames) and writer
-//!   (ordered, de-duplicated delivery).
+//! - [`session`]: one connection: connect, reader (client frames), writer
+//!   (ordered, de-duplicated delivery by a pure ordering machine), limits.
+//! - [`idempotency`]: the keys under which publishes are remembered.
 //! - [`protocol`]: the wire format (`docs/PROTOCOL.md`); [`history`]: the
 //!   ordering and recovery rules.
 //! - [`hub`]: local connections and rooms, and the fan-out.
@@ -27,6 +28,7 @@ pub mod config;
 pub mod history;
 pub mod http;
 pub mod hub;
+pub mod idempotency;
 pub mod metrics;
 pub mod protocol;
 pub mod redis_link;
@@ -114,6 +116,7 @@ impl Backplane {
                 link.clone(),
                 &config.worker_id,
                 config.history,
+                config.redis.as_ref().is_some_and(|r| r.durable),
                 hub,
             )),
         }

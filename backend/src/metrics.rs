@@ -39,6 +39,8 @@ pub struct Metrics {
     pub dead_workers_cleaned: IntCounter,
     /// Gaps in live delivery that were filled from history.
     pub gaps_filled: IntCounter,
+    /// Publishes answered from their idempotency key: a retry, stored once.
+    pub publishes_repeated: IntCounter,
 }
 
 impl Metrics {
@@ -102,6 +104,10 @@ impl Metrics {
                 "Dead workers cleaned up by this node",
             ),
             gaps_filled: counter("gaps_filled_total", "Live gaps filled from history"),
+            publishes_repeated: counter(
+                "publishes_repeated_total",
+                "Publishes answered from their idempotency key (stored once)",
+            ),
             registry,
         }
     }

@@ -56,7 +56,8 @@ pub enum ErrorCode {
     BinaryUnsupported,
     /// The per-connection rate was exceeded; the frame was dropped.
     RateLimited,
-    /// Redis is unreachable; nothing was stored or sent.
+    /// Redis is unreachable or did not answer in time (a publish says
+    /// whether its message may be stored: [`Outcome`]).
     Unavailable,
 }
 
@@ -119,6 +120,30 @@ pub enum ClientFrame<'a> {
     Ping,
 }
 
+/// Longest request `id`, as JSON text, in bytes: it is part of the key a
+/// publish is remembered under.
+pub const MAX_ID_LEN: usize = 128;
+
+/// What an `unavailable` answer to a publish knows about the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Certainly not stored: a retry (with or without `id`) is safe.
+    NotStored,
+    /// No answer came in time: it may be stored. Only a retry with the
+    /// same `id` is safe (it is acked with the original position).
+    Unknown,
+}
+
+impl Outcome {
+    /// The wire name (the error frame's `outcome`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::NotStored => "not_stored",
+            Outcome::Unknown => "unknown",
+        }
+    }
+}
+
 /// A parsed client frame and the `id` to echo in its answer.
 #[derive(Debug)]
 pub struct Request<'a> {
@@ -137,6 +162,8 @@ pub struct ProtocolError {
     pub message: String,
     /// The client's request id, verbatim JSON, if it could be read.
     pub id: Option<String>,
+    /// For a failed publish: whether the message may have been stored.
+    pub outcome: Option<Outcome>,
 }
 
 impl ProtocolError {
@@ -146,7 +173,14 @@ impl ProtocolError {
             code,
             message: message.into(),
             id: None,
+            outcome: None,
         }
+    }
+
+    /// Say what is known about a failed publish's message.
+    pub fn with_outcome(mut self, outcome: Outcome) -> Self {
+        self.outcome = Some(outcome);
+        self
     }
 
     /// Attach the request id it answers.
@@ -157,7 +191,12 @@ impl ProtocolError {
 
     /// The error frame.
     pub fn frame(&self) -> String {
-        error_frame(self.code, &self.message, self.id.as_deref())
+        let mut frame = error_frame(self.code, &self.message, self.id.as_deref());
+        if let Some(outcome) = self.outcome {
+            frame.pop();
+            let _ = write!(frame, r#","outcome":"{}"}}"#, outcome.as_str());
+        }
+        frame
     }
 }
 
@@ -178,6 +217,12 @@ pub fn parse(text: &str) -> Result<Request<'_>, ProtocolError> {
             return Err(ProtocolError::new(
                 ErrorCode::BadRequest,
                 "`id` must be a string or a number",
+            ));
+        }
+        if raw.get().len() > MAX_ID_LEN {
+            return Err(ProtocolError::new(
+                ErrorCode::BadRequest,
+                format!("`id` must be at most {MAX_ID_LEN} bytes of JSON"),
             ));
         }
     }
@@ -370,6 +415,18 @@ pub fn joined_frame(room: &str, position: &Position, recovered: bool) -> String 
     )
 }
 
+/// An unprompted `{"type":"joined",…,"recovered":false,"reset":true}`:
+/// continuity of a joined room broke (its history was reset, or a gap in
+/// live delivery could not be filled); delivery continues after `position`.
+pub fn reset_frame(room: &str, position: &Position) -> String {
+    format!(
+        r#"{{"type":"joined","room":{},"epoch":{},"offset":{},"recovered":false,"reset":true}}"#,
+        json_str(room),
+        json_str(&position.epoch),
+        position.offset
+    )
+}
+
 /// `{"type":"left",…}`.
 pub fn left_frame(room: &str) -> String {
     format!(r#"{{"type":"left","room":{}}}"#, json_str(room))
@@ -507,6 +564,30 @@ mod tests {
     }
 
     #[test]
+    fn publish_failures_say_whether_the_message_may_be_stored() {
+        let e = ProtocolError::new(ErrorCode::Unavailable, "x")
+            .with_outcome(Outcome::Unknown)
+            .with_id(Some(
+                &*serde_json::from_str::<Box<RawValue>>("\"p1\"").unwrap(),
+            ));
+        let v: Value = serde_json::from_str(&e.frame()).unwrap();
+        assert_eq!(v["outcome"], "unknown");
+        assert_eq!(v["id"], "p1");
+        let v: Value =
+            serde_json::from_str(&ProtocolError::new(ErrorCode::Forbidden, "no").frame()).unwrap();
+        assert!(v.get("outcome").is_none());
+    }
+
+    #[test]
+    fn long_ids_are_refused() {
+        let id = "9".repeat(MAX_ID_LEN + 1);
+        let frame = format!(r#"{{"type":"ping","id":{id}}}"#);
+        assert_eq!(code_of(&frame), ErrorCode::BadRequest);
+        let frame = format!(r#"{{"type":"ping","id":{}}}"#, "9".repeat(MAX_ID_LEN));
+        assert!(parse(&frame).is_ok());
+    }
+
+    #[test]
     fn room_names() {
         assert_eq!(room_kind("lobby/eu-1").unwrap(), RoomKind::Plain);
         assert_eq!(room_kind("@alice").unwrap(), RoomKind::Inbox("alice"));
@@ -540,6 +621,7 @@ mod tests {
         };
         for f in [
             joined_frame("r", &pos, true),
+            reset_frame("r", &pos),
             ack_frame("\"id\"", "r", &pos),
             left_frame("r"),
             presence_frame("r", &["a".into()]),

@@ -177,8 +177,10 @@ impl RedisServer {
         let child = Child::spawn(cmd);
         let start = Instant::now();
         while !self.answers().await {
+            // A restart replays its AOF first (answering LOADING meanwhile);
+            // after a long run under load that takes a while.
             assert!(
-                start.elapsed() < Duration::from_secs(15),
+                start.elapsed() < Duration::from_secs(60),
                 "redis-server on {} did not answer PING:\n{}",
                 self.port,
                 child.log()
@@ -186,6 +188,29 @@ impl RedisServer {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         self.child = Some(child);
+    }
+
+    /// Serve on `port` from now on (`CONFIG SET port`): the same process,
+    /// data and `run_id` at another address — a promoted replica taking
+    /// over its primary's address, as a failover does.
+    pub async fn move_to_port(&mut self, port: u16) {
+        self.cmd(&["CONFIG", "SET", "port", &port.to_string()]);
+        self.port = port;
+        let start = Instant::now();
+        while !self.answers().await {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "redis did not move to {port}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Whether it answers `PING` within `within` (a plain server only).
+    pub async fn answers_within(&self, within: Duration) -> bool {
+        tokio::time::timeout(within, self.answers())
+            .await
+            .unwrap_or(false)
     }
 
     /// Whether it answers `PING` now.
@@ -350,6 +375,7 @@ const BACKEND_ENV: &[&str] = &[
     "HISTORY_SIZE",
     "HISTORY_TTL",
     "HISTORY_MAX_RECOVER",
+    "REDIS_DURABLE",
 ];
 
 impl Backend {
@@ -455,6 +481,8 @@ pub struct Peer {
     ws: WsClient,
     /// Frames read past by [`Peer::recv_until`], handed out first by [`Peer::recv`].
     pending: VecDeque<Value>,
+    /// The last request id [`Peer::publish`] used.
+    next_id: u64,
     /// The `welcome` frame.
     pub welcome: Value,
 }
@@ -476,6 +504,7 @@ impl Peer {
         let mut peer = Peer {
             ws,
             pending: VecDeque::new(),
+            next_id: 0,
             welcome: Value::Null,
         };
         let welcome = peer.recv().await?;
@@ -527,8 +556,10 @@ impl Peer {
     }
 
     async fn recv_socket(&mut self) -> Result<Value, String> {
+        // One deadline for the frame, however many pings come first.
+        let deadline = tokio::time::Instant::now() + FRAME_WAIT;
         loop {
-            match tokio::time::timeout(FRAME_WAIT, self.ws.next()).await {
+            match tokio::time::timeout_at(deadline, self.ws.next()).await {
                 Err(_) => return Err(format!("no frame within {FRAME_WAIT:?}")),
                 Ok(None) => return Err("connection ended".into()),
                 Ok(Some(Err(e))) => return Err(format!("websocket error: {e}")),
@@ -546,12 +577,18 @@ impl Peer {
     /// The first frame of type `kind`; frames before it stay queued for
     /// [`Peer::recv`], in order.
     pub async fn recv_until(&mut self, kind: &str) -> Result<Value, String> {
-        if let Some(i) = self.pending.iter().position(|f| f["type"] == kind) {
+        self.recv_until_any(&[kind]).await
+    }
+
+    /// The first frame of any of these types; frames before it stay queued.
+    pub async fn recv_until_any(&mut self, kinds: &[&str]) -> Result<Value, String> {
+        let wanted = |f: &Value| kinds.iter().any(|k| f["type"] == *k);
+        if let Some(i) = self.pending.iter().position(wanted) {
             return Ok(self.pending.remove(i).expect("index in range"));
         }
         loop {
             let frame = self.recv_socket().await?;
-            if frame["type"] == kind {
+            if wanted(&frame) {
                 return Ok(frame);
             }
             self.pending.push_back(frame);
@@ -594,11 +631,47 @@ impl Peer {
         Ok(joined)
     }
 
-    /// `publish` with an `id`; the `ack` frame.
+    /// `publish` with a fresh `id`; the `ack` frame.
     pub async fn publish(&mut self, room: &str, data: Value) -> Result<Value, String> {
-        self.send(json!({"type": "publish", "room": room, "data": data, "id": "p"}))
+        self.next_id += 1;
+        let id = format!("p{}", self.next_id);
+        self.publish_with_id(room, data, &id).await
+    }
+
+    /// `publish` with this `id` (a retry sends the same one); the `ack`
+    /// frame, or the error frame that answered it as `Err`.
+    pub async fn publish_with_id(
+        &mut self,
+        room: &str,
+        data: Value,
+        id: &str,
+    ) -> Result<Value, String> {
+        self.send(json!({"type": "publish", "room": room, "data": data, "id": id}))
             .await?;
-        self.recv_until("ack").await
+        let frame = self.recv_until_any(&["ack", "error"]).await?;
+        match frame["type"].as_str() {
+            Some("ack") if frame["id"] == id => Ok(frame),
+            _ => Err(frame.to_string()),
+        }
+    }
+
+    /// `publish` with a fresh `id`, sent again with the same `id` while it
+    /// is answered `unavailable` (Redis restarting), for up to 20 s; the ack.
+    pub async fn publish_retrying(&mut self, room: &str, data: Value) -> Result<Value, String> {
+        self.next_id += 1;
+        let id = format!("p{}", self.next_id);
+        let start = Instant::now();
+        loop {
+            match self.publish_with_id(room, data.clone(), &id).await {
+                Ok(ack) => return Ok(ack),
+                Err(e)
+                    if e.contains("unavailable") && start.elapsed() < Duration::from_secs(20) =>
+                {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// `publish` without waiting for anything.

@@ -11,6 +11,7 @@ use futures_util::future::join_all;
 use ringway_backend::broker::{Broker, Control, Events, LiveMessage};
 use ringway_backend::config::HistorySettings;
 use ringway_backend::history::Position;
+use ringway_backend::idempotency::IdempotencyKey;
 use ringway_backend::store::{Heartbeat, SessionRecord, Store};
 
 use crate::backend::eventually;
@@ -247,7 +248,7 @@ pub async fn broker_contract(make: MakeBroker) {
     let mut tops = Vec::new();
     for i in 0..5 {
         let body = format!(r#""from":"x","ts":0,"data":{i}"#);
-        tops.push(a.publish("room", &body, 0).await.unwrap());
+        tops.push(a.publish("room", &body, 0, None).await.unwrap().position);
     }
     let offsets: Vec<u64> = tops.iter().map(|p| p.offset).collect();
     assert_eq!(offsets, [1, 2, 3, 4, 5]);
@@ -266,7 +267,7 @@ pub async fn broker_contract(make: MakeBroker) {
     // Subscriptions are counted.
     b.subscribe("room").await.unwrap();
     b.unsubscribe("room").await;
-    a.publish("room", "\"n\":6", 0).await.unwrap();
+    a.publish("room", "\"n\":6", 0, None).await.unwrap();
     assert_eq!(
         events_b.wait_for("room", 6).await.len(),
         6,
@@ -276,7 +277,7 @@ pub async fn broker_contract(make: MakeBroker) {
     // An unsubscribe is ordered before a later publish on the same node's
     // link, but the other node's publish may race it: give it a moment.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    a.publish("room", "\"n\":7", 0).await.unwrap();
+    a.publish("room", "\"n\":7", 0, None).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(events_b.offsets("room").len(), 6, "unsubscribed");
 
@@ -323,9 +324,34 @@ pub async fn broker_contract(make: MakeBroker) {
     assert_eq!(range.iter().map(|m| m.offset).collect::<Vec<_>>(), [3, 4]);
     assert_eq!(a.range("room", "elsewhere", 2, 4).await.unwrap(), None);
 
+    // Idempotency: a key already used in a room stores nothing and answers
+    // the first position, on any node; other keys and rooms are apart.
+    b.subscribe("once").await.unwrap();
+    let key = IdempotencyKey::for_session("sid-1", "\"m1\"");
+    let first = a.publish("once", "\"n\":1", 0, Some(&key)).await.unwrap();
+    assert!(!first.repeated);
+    let again = b.publish("once", "\"n\":1", 0, Some(&key)).await.unwrap();
+    assert!(again.repeated, "the same key must not store twice");
+    assert_eq!(again.position, first.position);
+    let other = IdempotencyKey::for_session("sid-2", "\"m1\"");
+    let second = a.publish("once", "\"n\":2", 0, Some(&other)).await.unwrap();
+    assert_eq!((second.repeated, second.position.offset), (false, 2));
+    let elsewhere = a.publish("twice", "\"n\":1", 0, Some(&key)).await.unwrap();
+    assert!(!elsewhere.repeated, "a key is remembered per room");
+    assert_eq!(
+        events_b.wait_for("once", 2).await,
+        [1, 2],
+        "stored once, delivered once"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(events_b.offsets("once"), [1, 2]);
+    b.unsubscribe("once").await;
+
     // History is bounded: what was trimmed cannot be replayed, even in part.
     for i in 0..12 {
-        a.publish("small", &format!("\"i\":{i}"), 0).await.unwrap();
+        a.publish("small", &format!("\"i\":{i}"), 0, None)
+            .await
+            .unwrap();
     }
     let small = a.position("small").await.unwrap();
     let early = Position {

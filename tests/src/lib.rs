@@ -5,18 +5,23 @@
 //! - [`Nginx`]: the system nginx, for compatibility checks.
 //! - [`notify_socket::NotifySocket`]: a service manager's `NOTIFY_SOCKET`,
 //!   to hear what a process announces (sd_notify).
-//! - Clients: [`http_client`], and WebSocket helpers ([`ws_connect`] …).
+//! - Clients: [`http_client`], WebSocket helpers ([`ws_connect`] …), and a
+//!   byte-level client that checks the close handshake ([`strict_ws`]).
+//! - Browsers: headless chromium driven by node scripts ([`browser`]).
 //!
 //! Every process is a [`Child`] that is killed when dropped, so a failing
 //! test leaves nothing behind. Readiness is waited on (a port that answers,
 //! an endpoint that says 200), never slept for.
 
 pub mod backend;
+pub mod browser;
+pub mod chaos;
 pub mod configs;
 pub mod contracts;
 pub mod notify_socket;
 pub mod raw;
 pub mod sticky;
+pub mod strict_ws;
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::{SocketAddr, TcpListener};

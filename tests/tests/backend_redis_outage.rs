@@ -12,14 +12,20 @@ use ringway_tests::backend::{eventually, Backend, Peer, RedisOpts, RedisServer};
 use serde_json::{json, Value};
 
 async fn pair(redis: &RedisServer, names: [&str; 2]) -> Vec<Backend> {
+    pair_with(redis, names, &[]).await
+}
+
+/// [`pair`] with extra environment.
+async fn pair_with(redis: &RedisServer, names: [&str; 2], extra: &[(&str, &str)]) -> Vec<Backend> {
     let url = redis.url();
-    let env = [
+    let mut env = vec![
         ("REDIS_URL", url.as_str()),
         ("WS_HEARTBEAT_INTERVAL", "0.5"),
         ("WEBSOCKET_SESSION_TTL", "30"),
         ("WS_RATE_LIMIT", "10000"),
         ("WS_RATE_BURST", "10000"),
     ];
+    env.extend_from_slice(extra);
     join_all(names.iter().map(|n| Backend::start(n, &env))).await
 }
 
@@ -82,7 +88,9 @@ async fn nodes_ride_out_a_redis_restart_without_losing_a_message() {
         ..RedisOpts::default()
     })
     .await;
-    let mut nodes = pair(&redis, ["ro-a", "ro-b"]).await;
+    // One primary with `appendfsync always`: declared durable, so its
+    // restart keeps every room's epoch.
+    let mut nodes = pair_with(&redis, ["ro-a", "ro-b"], &[("REDIS_DURABLE", "1")]).await;
     assert!(all_report(&nodes, "healthy", Duration::from_secs(10)).await);
     let (_, health) = nodes[0].get_json("/health").await;
     assert!(health["redis"]["latency_ms"].as_f64().is_some(), "{health}");

@@ -19,6 +19,7 @@ fn settings(url: &str, ca: Option<&std::path::Path>) -> RedisSettings {
     RedisSettings {
         url: url.to_owned(),
         tls_ca: ca.map(|p| p.to_path_buf()),
+        durable: false,
     }
 }
 
@@ -83,7 +84,7 @@ async fn a_three_master_cluster_keeps_the_contracts_and_serves_nodes() {
     let url2 = url.clone();
     broker_contract(Box::new(move |worker, events| {
         let link = Arc::new(RedisLink::new(&settings(&url2, None)).unwrap());
-        Arc::new(RedisBroker::new(link, worker, history(10), events)) as Arc<dyn Broker>
+        Arc::new(RedisBroker::new(link, worker, history(10), false, events)) as Arc<dyn Broker>
     }))
     .await;
     two_nodes_work(&url, &[], "cluster").await;
@@ -115,7 +116,7 @@ async fn a_password_protected_tls_server_keeps_the_contracts_and_serves_nodes() 
     let (url2, ca) = (url.clone(), tls.ca.clone());
     broker_contract(Box::new(move |worker, events| {
         let link = Arc::new(RedisLink::new(&settings(&url2, Some(&ca))).unwrap());
-        Arc::new(RedisBroker::new(link, worker, history(10), events)) as Arc<dyn Broker>
+        Arc::new(RedisBroker::new(link, worker, history(10), false, events)) as Arc<dyn Broker>
     }))
     .await;
     let ca = tls.ca.display().to_string();

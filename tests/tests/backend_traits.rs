@@ -16,6 +16,7 @@ fn link(redis: &RedisServer) -> Arc<RedisLink> {
         RedisLink::new(&RedisSettings {
             url: redis.url(),
             tls_ca: None,
+            durable: false,
         })
         .expect("redis link"),
     )
@@ -51,10 +52,11 @@ async fn redis_broker_keeps_the_contract() {
             RedisLink::new(&RedisSettings {
                 url: url.clone(),
                 tls_ca: None,
+                durable: false,
             })
             .expect("redis link"),
         );
-        Arc::new(RedisBroker::new(link, worker, history(10), events)) as Arc<dyn Broker>
+        Arc::new(RedisBroker::new(link, worker, history(10), false, events)) as Arc<dyn Broker>
     }))
     .await;
 }

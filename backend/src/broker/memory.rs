@@ -2,8 +2,9 @@
 //! subscriptions of every node attached to it; each node talks to it
 //! through its own [`MemoryBroker`] handle.
 //!
-//! Publishing appends and delivers under one lock, so subscribers see a
-//! room's messages in offset order, as with Redis.
+//! Publishing appends, delivers and remembers its idempotency key under
+//! one lock, so subscribers see a room's messages in offset order and a
+//! repeated key stores nothing, as with Redis.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,9 +13,10 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use super::{Broker, BrokerError, Control, Events, LiveMessage, Recovery};
+use super::{Broker, BrokerError, Control, Events, LiveMessage, Published, Recovery};
 use crate::config::HistorySettings;
 use crate::history::{self, Gap, Position, StoredMessage};
+use crate::idempotency::{IdempotencyKey, REMEMBER};
 
 /// Rooms and subscriptions shared by every node of one process.
 pub struct MemoryBus {
@@ -30,6 +32,10 @@ struct BusState {
     subscriptions: HashMap<String, HashMap<u64, usize>>,
     /// handle → its node's events.
     nodes: HashMap<u64, Attached>,
+    /// (room, idempotency key) → the position its publish got.
+    remembered: HashMap<(String, IdempotencyKey), Position>,
+    /// When each remembered key is forgotten, oldest first.
+    forget_at: VecDeque<(Instant, String, IdempotencyKey)>,
 }
 
 struct Attached {
@@ -108,6 +114,25 @@ impl MemoryBus {
 }
 
 impl BusState {
+    /// The position a publish under `key` got, unless it is forgotten.
+    fn remembered(&mut self, room: &str, key: &IdempotencyKey, now: Instant) -> Option<Position> {
+        while self.forget_at.front().is_some_and(|(at, _, _)| *at <= now) {
+            if let Some((_, room, key)) = self.forget_at.pop_front() {
+                self.remembered.remove(&(room, key));
+            }
+        }
+        self.remembered
+            .get(&(room.to_owned(), key.clone()))
+            .cloned()
+    }
+
+    fn remember(&mut self, room: &str, key: &IdempotencyKey, position: Position, now: Instant) {
+        let entry = (room.to_owned(), key.clone());
+        self.forget_at
+            .push_back((now + REMEMBER, entry.0.clone(), entry.1.clone()));
+        self.remembered.insert(entry, position);
+    }
+
     /// The room's log, with expiry applied (history first, then numbering).
     fn room(&mut self, room: &str, settings: &HistorySettings) -> &mut RoomLog {
         let now = Instant::now();
@@ -147,12 +172,19 @@ impl Broker for MemoryBroker {
         room: &str,
         body: &str,
         published_us: u64,
-    ) -> Result<Position, BrokerError> {
+        key: Option<&IdempotencyKey>,
+    ) -> Result<Published, BrokerError> {
         let settings = self.bus.settings;
         let mut guard = self.bus.lock();
         let state = &mut *guard;
-        let log = state.room(room, &settings);
         let now = Instant::now();
+        if let Some(position) = key.and_then(|k| state.remembered(room, k, now)) {
+            return Ok(Published {
+                position,
+                repeated: true,
+            });
+        }
+        let log = state.room(room, &settings);
         log.top += 1;
         log.messages_until = now + settings.ttl;
         log.meta_until = now + settings.meta_ttl;
@@ -180,7 +212,13 @@ impl Broker for MemoryBroker {
                 }
             }
         }
-        Ok(position)
+        if let Some(key) = key {
+            state.remember(room, key, position.clone(), now);
+        }
+        Ok(Published {
+            position,
+            repeated: false,
+        })
     }
 
     async fn position(&self, room: &str) -> Result<Position, BrokerError> {

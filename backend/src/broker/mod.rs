@@ -9,7 +9,8 @@
 //! The contract both keep (and `tests/tests/backend_traits.rs` checks on
 //! both): a publish stores the message at the next offset of the room's
 //! epoch and delivers it to every subscribed node *in offset order*, in one
-//! atomic step; history holds the last `HISTORY_SIZE` messages for
+//! atomic step (remembering its idempotency key, if any, in the same step);
+//! history holds the last `HISTORY_SIZE` messages for
 //! `HISTORY_TTL`; live delivery is at-most-once (a node can miss messages
 //! while its link is down), which [`crate::history::verdict`] and
 //! [`Events::resubscribed`] turn into exactly-once per client.
@@ -23,6 +24,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::history::{Position, StoredMessage};
+use crate::idempotency::IdempotencyKey;
 
 pub use memory::{MemoryBroker, MemoryBus};
 pub use redis::RedisBroker;
@@ -30,15 +32,61 @@ pub use redis::RedisBroker;
 /// Why a broker call failed. Callers turn it into `unavailable` for clients.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum BrokerError {
-    /// The backing store cannot be reached or answered with an error.
+    /// The call certainly did nothing: the backing store could not be
+    /// reached, or refused the call before running it.
     #[error("broker unavailable: {0}")]
     Unavailable(String),
+    /// The call was sent but its answer never came (a timeout, a
+    /// connection lost mid-call): it may or may not have taken effect.
+    #[error("broker outcome unknown: {0}")]
+    Unknown(String),
+}
+
+impl BrokerError {
+    /// Whether the call is known to have done nothing.
+    pub fn did_nothing(&self) -> bool {
+        matches!(self, BrokerError::Unavailable(_))
+    }
 }
 
 impl From<::redis::RedisError> for BrokerError {
     fn from(e: ::redis::RedisError) -> Self {
-        BrokerError::Unavailable(e.to_string())
+        use ::redis::{ErrorKind, ServerErrorKind as S};
+        // Refused before anything ran: nothing was done. Anything else
+        // (a timeout, a dropped connection, a script that failed part-way)
+        // may have happened after the call took effect.
+        let refused = e.is_connection_refusal()
+            || matches!(
+                e.kind(),
+                ErrorKind::Server(
+                    S::BusyLoading
+                        | S::NoScript
+                        | S::Moved
+                        | S::Ask
+                        | S::TryAgain
+                        | S::ClusterDown
+                        | S::CrossSlot
+                        | S::MasterDown
+                        | S::ReadOnly
+                        | S::NoPerm
+                )
+            );
+        if refused {
+            BrokerError::Unavailable(e.to_string())
+        } else {
+            BrokerError::Unknown(e.to_string())
+        }
     }
+}
+
+/// What a publish did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    /// Where the message is stored.
+    pub position: Position,
+    /// The idempotency key was already used: this is the position the
+    /// first publish under it got, and nothing was stored now.
+    pub repeated: bool,
 }
 
 /// A message as it arrives live on a subscribed node.
@@ -95,13 +143,18 @@ pub struct Recovery {
 #[async_trait]
 pub trait Broker: Send + Sync + 'static {
     /// Store `body` at the room's next offset and deliver it to every
-    /// subscribed node, atomically. `published_us` travels with the live copy.
+    /// subscribed node, atomically. `published_us` travels with the live
+    /// copy. With a `key`, the publish is remembered for
+    /// [`crate::idempotency::REMEMBER`] in the same step: a publish under a
+    /// key already used in this room stores nothing and answers the
+    /// original position.
     async fn publish(
         &self,
         room: &str,
         body: &str,
         published_us: u64,
-    ) -> Result<Position, BrokerError>;
+        key: Option<&IdempotencyKey>,
+    ) -> Result<Published, BrokerError>;
 
     /// The room's epoch and top offset (a room never published to gets a
     /// fresh epoch at offset 0).

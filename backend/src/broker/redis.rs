@@ -1,11 +1,16 @@
 //! The Redis broker: Centrifugo's shape. Per room, a stream
 //! `ringway:{room}:stream` (the last `HISTORY_SIZE` messages, expiring
 //! `HISTORY_TTL` after the last one) and a meta hash `ringway:{room}:meta`
-//! (epoch `e`, top offset `o`; kept much longer, so a quiet room keeps its
+//! (epoch `e`, top offset `o`, and `r`, the `run_id` of the Redis process
+//! that last wrote it; kept much longer, so a quiet room keeps its
 //! numbering). A Lua script numbers, appends and `PUBLISH`es in one step,
 //! so the live copy carries the offset recovery uses and subscribers see
-//! offsets in order. The room is the hash tag: stream, meta and script sit
-//! in one slot on Redis Cluster.
+//! offsets in order; a publish with an idempotency key remembers it in
+//! `ringway:{room}:published:<key>` in that same step. Every script first
+//! settles the room's epoch by the dataset's identity (see
+//! [`ROOM_EPOCH_LUA`]), so an older copy of Redis coming back never
+//! reuses offsets under the epoch clients hold. The room is the hash tag:
+//! every key a script touches sits in one slot on Redis Cluster.
 //!
 //! Live delivery runs on one pub/sub connection per node, owned by a
 //! subscriber task. It keeps a counted set of wanted channels; when its
@@ -24,45 +29,70 @@ use redis::{Script, Value};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use super::{Broker, BrokerError, Control, Events, LiveMessage, Recovery};
+use super::{Broker, BrokerError, Control, Events, LiveMessage, Published, Recovery};
 use crate::config::HistorySettings;
 use crate::history::{self, Position, StoredMessage};
+use crate::idempotency::{IdempotencyKey, REMEMBER};
 use crate::redis_link::{RedisConn, RedisLink, RESPONSE_TIMEOUT};
 
-/// Number, append, trim, expire and publish one message.
-/// KEYS: stream, meta. ARGV: channel, body, published_us, maxlen, ttl,
-/// meta_ttl, epoch to use if the room has none.
-const PUBLISH_LUA: &str = r#"
-local epoch = redis.call('HGET', KEYS[2], 'e')
-if not epoch then
-  epoch = ARGV[7]
-  redis.call('DEL', KEYS[1])
-  redis.call('HSET', KEYS[2], 'e', epoch, 'o', 0)
+/// Shared by every script that reads or writes a room: the room's epoch
+/// and top, following the dataset's identity. The meta hash records the
+/// `run_id` of the Redis process that last wrote it (`r`). A room with no
+/// meta, or — unless the setup is declared durable — whose meta was last
+/// written by another Redis process (a restart, perhaps from an older
+/// snapshot; a promoted replica, whose copy may lack the last writes)
+/// starts a new epoch, its stream emptied: offsets are never reused under
+/// one epoch. Under `durable == '1'` a restart keeps the epoch.
+/// Returns epoch, top.
+const ROOM_EPOCH_LUA: &str = r#"
+local function room_epoch(stream, meta, fresh, durable, meta_ttl)
+  local info = redis.call('INFO', 'server')
+  local run = string.match(info, 'run_id:(%x+)')
+  local m = redis.call('HMGET', meta, 'e', 'o', 'r')
+  if m[1] and (m[3] == run or durable == '1') then
+    if m[3] ~= run then redis.call('HSET', meta, 'r', run) end
+    return m[1], tonumber(m[2])
+  end
+  redis.call('DEL', stream)
+  redis.call('HSET', meta, 'e', fresh, 'o', 0, 'r', run)
+  redis.call('EXPIRE', meta, meta_ttl)
+  return fresh, 0
 end
+"#;
+
+/// Number, append, trim, expire and publish one message; with an
+/// idempotency key (KEYS[3]), answer a key already used with its first
+/// position and store nothing, else remember the key with the position.
+/// KEYS: stream, meta[, idempotency]. ARGV: channel, body, published_us,
+/// maxlen, ttl, meta_ttl, fresh epoch, durable, remember secs.
+/// Returns {epoch, offset, repeated}.
+const PUBLISH_LUA: &str = r#"
+if KEYS[3] then
+  local seen = redis.call('GET', KEYS[3])
+  if seen then
+    local e, o = string.match(seen, '^(.*):(%d+)$')
+    return {e, tonumber(o), 1}
+  end
+end
+local epoch = room_epoch(KEYS[1], KEYS[2], ARGV[7], ARGV[8], ARGV[6])
 local off = redis.call('HINCRBY', KEYS[2], 'o', 1)
 redis.call('EXPIRE', KEYS[2], ARGV[6])
 redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[4], off .. '-0', 'b', ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 redis.call('PUBLISH', ARGV[1], epoch .. '\n' .. off .. '\n' .. ARGV[3] .. '\n' .. ARGV[2])
-return {epoch, off}
+if KEYS[3] then
+  redis.call('SET', KEYS[3], epoch .. ':' .. off, 'EX', ARGV[9])
+end
+return {epoch, off, 0}
 "#;
 
 /// The room's position and, if asked, the messages after a position.
-/// KEYS: stream, meta. ARGV: epoch to use if none, meta_ttl, since epoch
-/// ('' for none), since offset, max. Returns {epoch, top} without since;
+/// KEYS: stream, meta. ARGV: fresh epoch, meta_ttl, since epoch ('' for
+/// none), since offset, max, durable. Returns {epoch, top} without since;
 /// {epoch, top, 0} when the gap cannot be replayed; {epoch, top, 1,
 /// entries} when it may be (entries still to be checked for holes).
 const RECOVER_LUA: &str = r#"
-local epoch = redis.call('HGET', KEYS[2], 'e')
-local top = 0
-if not epoch then
-  epoch = ARGV[1]
-  redis.call('DEL', KEYS[1])
-  redis.call('HSET', KEYS[2], 'e', epoch, 'o', 0)
-  redis.call('EXPIRE', KEYS[2], ARGV[2])
-else
-  top = tonumber(redis.call('HGET', KEYS[2], 'o'))
-end
+local epoch, top = room_epoch(KEYS[1], KEYS[2], ARGV[1], ARGV[6], ARGV[2])
 if ARGV[3] == '' then return {epoch, top} end
 local since = tonumber(ARGV[4])
 if ARGV[3] ~= epoch or since > top or top - since > tonumber(ARGV[5]) then
@@ -73,11 +103,17 @@ return {epoch, top, 1, redis.call('XRANGE', KEYS[1], (since + 1) .. '-0', top ..
 "#;
 
 /// Messages `(after, upto]` if the room is still in `epoch`.
-/// KEYS: stream, meta. ARGV: epoch, after, upto.
+/// KEYS: stream, meta. ARGV: epoch, after, upto, fresh epoch, durable, meta_ttl.
 const RANGE_LUA: &str = r#"
-if redis.call('HGET', KEYS[2], 'e') ~= ARGV[1] then return false end
+local epoch = room_epoch(KEYS[1], KEYS[2], ARGV[4], ARGV[5], ARGV[6])
+if epoch ~= ARGV[1] then return false end
 return redis.call('XRANGE', KEYS[1], (tonumber(ARGV[2]) + 1) .. '-0', ARGV[3] .. '-0')
 "#;
+
+/// A script that works on a room: [`ROOM_EPOCH_LUA`], then `body`.
+fn room_script(body: &str) -> Script {
+    Script::new(&format!("{ROOM_EPOCH_LUA}{body}"))
+}
 
 /// How often an idle pub/sub connection is pinged, to notice a dead link.
 const PUBSUB_PING: Duration = Duration::from_secs(3);
@@ -97,6 +133,9 @@ fn room_channel(room: &str) -> String {
 }
 fn room_of_channel(channel: &str) -> Option<&str> {
     channel.strip_prefix("ringway:{")?.strip_suffix("}:live")
+}
+fn idempotency_key(room: &str, key: &IdempotencyKey) -> String {
+    format!("ringway:{{{room}}}:published:{}", key.as_str())
 }
 fn node_channel(worker: &str) -> String {
     format!("ringway:node:{worker}")
@@ -118,6 +157,8 @@ pub struct RedisBroker {
     next_probe: AtomicU64,
     worker: String,
     settings: HistorySettings,
+    /// `REDIS_DURABLE`: a Redis restart keeps room epochs.
+    durable: bool,
     publish: Script,
     recover: Script,
     range: Script,
@@ -131,12 +172,14 @@ impl Drop for RedisBroker {
 }
 
 impl RedisBroker {
-    /// A broker for node `worker`, delivering to `events`. Starts its
-    /// subscriber task (which dials Redis in the background).
+    /// A broker for node `worker`, delivering to `events`; `durable` as
+    /// `REDIS_DURABLE` says. Starts its subscriber task (which dials Redis
+    /// in the background).
     pub fn new(
         link: Arc<RedisLink>,
         worker: &str,
         settings: HistorySettings,
+        durable: bool,
         events: Arc<dyn Events>,
     ) -> RedisBroker {
         let (tx, rx) = mpsc::channel(1024);
@@ -159,10 +202,21 @@ impl RedisBroker {
             next_probe: AtomicU64::new(1),
             worker: worker.to_owned(),
             settings,
-            publish: Script::new(PUBLISH_LUA),
-            recover: Script::new(RECOVER_LUA),
-            range: Script::new(RANGE_LUA),
+            durable,
+            publish: room_script(PUBLISH_LUA),
+            recover: room_script(RECOVER_LUA),
+            range: room_script(RANGE_LUA),
             subscriber: tokio::spawn(subscriber.run()),
+        }
+    }
+}
+
+impl RedisBroker {
+    fn durable_arg(&self) -> &'static str {
+        if self.durable {
+            "1"
+        } else {
+            "0"
         }
     }
 }
@@ -174,11 +228,14 @@ impl Broker for RedisBroker {
         room: &str,
         body: &str,
         published_us: u64,
-    ) -> Result<Position, BrokerError> {
-        let (epoch, offset): (String, u64) = self
-            .publish
-            .key(stream_key(room))
-            .key(meta_key(room))
+        key: Option<&IdempotencyKey>,
+    ) -> Result<Published, BrokerError> {
+        let mut call = self.publish.key(stream_key(room));
+        call.key(meta_key(room));
+        if let Some(key) = key {
+            call.key(idempotency_key(room, key));
+        }
+        let (epoch, offset, repeated): (String, u64, u8) = call
             .arg(room_channel(room))
             .arg(body)
             .arg(published_us)
@@ -186,9 +243,14 @@ impl Broker for RedisBroker {
             .arg(self.settings.ttl.as_secs().max(1))
             .arg(self.settings.meta_ttl.as_secs().max(1))
             .arg(history::new_epoch())
+            .arg(self.durable_arg())
+            .arg(REMEMBER.as_secs())
             .invoke_async(&mut self.conn.clone())
             .await?;
-        Ok(Position { epoch, offset })
+        Ok(Published {
+            position: Position { epoch, offset },
+            repeated: repeated == 1,
+        })
     }
 
     async fn position(&self, room: &str) -> Result<Position, BrokerError> {
@@ -211,6 +273,7 @@ impl Broker for RedisBroker {
             .arg(since_epoch)
             .arg(since_offset)
             .arg(max)
+            .arg(self.durable_arg())
             .invoke_async(&mut self.conn.clone())
             .await?;
         let bad = || BrokerError::Unavailable("unexpected reply from the recover script".into());
@@ -248,6 +311,9 @@ impl Broker for RedisBroker {
             .arg(epoch)
             .arg(after)
             .arg(upto)
+            .arg(history::new_epoch())
+            .arg(self.durable_arg())
+            .arg(self.settings.meta_ttl.as_secs().max(1))
             .invoke_async(&mut self.conn.clone())
             .await?;
         if matches!(reply, Value::Nil) {
