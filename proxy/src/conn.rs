@@ -20,6 +20,16 @@ use crate::process::Process;
 use crate::stats::OpenConnection;
 use crate::stream::ClientStream;
 
+/// What holds a client connection's places under the caps and in the
+/// listener's gauge, for as long as the connection lives — including as a
+/// tunnel, which outlives the task that accepted it.
+#[derive(Debug)]
+pub struct ConnGuards {
+    _process: ConnSlot,
+    _per_ip: Option<ConnSlot>,
+    _open: OpenConnection,
+}
+
 /// What is known about a client connection.
 #[derive(Debug, Clone)]
 pub struct ConnInfo {
@@ -49,9 +59,8 @@ pub async fn serve(
     slot: ConnSlot,
 ) {
     let accepted = Instant::now();
-    let _slot = slot;
     let lstats = process.stats.listener(listener).clone();
-    let _open = OpenConnection::new(lstats.clone());
+    let open = OpenConnection::new(lstats.clone());
     let _ = tcp.set_nodelay(true);
     let rt = process.runtime.load_full();
     let limits = &rt.limits.settings;
@@ -82,7 +91,7 @@ pub async fn serve(
             }
         }
     }
-    let _per_ip: Option<ConnSlot> = match process.admission.per_ip(&rt, client.ip()) {
+    let per_ip: Option<ConnSlot> = match process.admission.per_ip(&rt, client.ip()) {
         Ok(slot) => slot,
         Err(()) => {
             lstats.refused_per_ip.fetch_add(1, Relaxed);
@@ -121,9 +130,15 @@ pub async fn serve(
         accepted,
     };
     drop(rt);
+    let guards = ConnGuards {
+        _process: slot,
+        _per_ip: per_ip,
+        _open: open,
+    };
     if h2 {
         crate::h2::serve(process, info, stream).await;
+        drop(guards);
     } else {
-        crate::h1::serve(process, info, stream, ReadBuf::default()).await;
+        crate::h1::serve(process, info, stream, ReadBuf::default(), guards).await;
     }
 }

@@ -58,6 +58,11 @@ pub struct ServerState {
 struct Lasting {
     admin: AtomicU8,
     healthy: AtomicBool,
+    /// Fast paths for the request path: set while an ejection may be in
+    /// force, and while failures are counted. Every request reads them;
+    /// the lock is taken only when they say there is something to look at.
+    maybe_ejected: AtomicBool,
+    has_fails: AtomicBool,
     inner: Mutex<Tracking>,
 }
 
@@ -91,6 +96,8 @@ impl ServerState {
             shared: Arc::new(Lasting {
                 admin: AtomicU8::new(AdminState::Up as u8),
                 healthy: AtomicBool::new(true),
+                maybe_ejected: AtomicBool::new(false),
+                has_fails: AtomicBool::new(false),
                 inner: Mutex::new(Tracking {
                     streak_ok: 0,
                     streak_fail: 0,
@@ -190,7 +197,15 @@ impl ServerState {
 
     /// Whether passive ejection currently keeps the server out.
     pub fn is_ejected(&self, now: Instant) -> bool {
-        self.tracking().ejected_until.is_some_and(|t| now < t)
+        if !self.shared.maybe_ejected.load(Relaxed) {
+            return false;
+        }
+        let t = self.tracking();
+        let ejected = t.ejected_until.is_some_and(|u| now < u);
+        if !ejected {
+            self.shared.maybe_ejected.store(false, Relaxed);
+        }
+        ejected
     }
 
     /// Seconds since the server last changed state (health, ejection, admin).
@@ -224,6 +239,7 @@ impl ServerState {
             // Back from the dead: forget failures from before.
             t.fails = 0;
             t.ejected_until = None;
+            self.shared.maybe_ejected.store(false, Relaxed);
             t.up_since = t.last_change;
         }
         Some(!healthy)
@@ -244,8 +260,10 @@ impl ServerState {
             t.fails = 0;
         }
         t.fails += 1;
+        self.shared.has_fails.store(true, Relaxed);
         if t.fails >= passive.max_fails && t.ejected_until.is_none_or(|u| u <= now) {
             t.ejected_until = Some(now + passive.fail_timeout);
+            self.shared.maybe_ejected.store(true, Relaxed);
             t.fails = 0;
             t.window_start = now;
             t.last_change = now;
@@ -256,10 +274,10 @@ impl ServerState {
 
     /// Passive health: a completed exchange clears the failure count.
     pub fn record_success(&self) {
-        let mut t = self.tracking();
-        if t.fails != 0 {
-            t.fails = 0;
+        if !self.shared.has_fails.swap(false, Relaxed) {
+            return;
         }
+        self.tracking().fails = 0;
     }
 
     /// The state word `/stats.json` shows.

@@ -218,12 +218,14 @@ pub enum HostMatch {
 impl HostMatch {
     /// Whether `host` (a Host header; any `:port` is ignored; case-insensitive) matches.
     pub fn matches(&self, host: &str) -> bool {
-        let host = strip_port(host).to_ascii_lowercase();
+        let host = strip_port(host);
         match self {
             HostMatch::Any => true,
-            HostMatch::Exact(name) => host == *name,
+            HostMatch::Exact(name) => host.eq_ignore_ascii_case(name),
             HostMatch::Suffix(suffix) => {
-                host.len() > suffix.len() && host.ends_with(suffix.as_str())
+                host.len() > suffix.len()
+                    && host.as_bytes()[host.len() - suffix.len()..]
+                        .eq_ignore_ascii_case(suffix.as_bytes())
             }
         }
     }

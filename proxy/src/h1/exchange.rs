@@ -58,6 +58,16 @@ pub struct Outbound<'a> {
     pub timeouts: ClientTimeouts,
 }
 
+/// Buffers one connection reuses for every exchange, so a request costs no
+/// allocation for its upstream head or the response's field list.
+#[derive(Debug, Default)]
+pub struct Scratch {
+    /// The rewritten request head.
+    pub upstream_head: Vec<u8>,
+    /// Field spans of the response head being parsed.
+    pub fields: Vec<super::fields::Field>,
+}
+
 /// How an exchange ended.
 #[derive(Debug, Default)]
 pub struct Exchanged {
@@ -96,13 +106,15 @@ pub async fn forward(
     cbuf: &mut ReadBuf,
     req: &Outbound<'_>,
     mut up: Connected,
+    scratch: &mut Scratch,
 ) -> Exchanged {
     let head = req.head;
     let server = up.selection.server.clone();
     let settings = &pool.settings;
     let mut result = Exchanged::default();
-    let mut upstream_head: Vec<u8> = Vec::with_capacity(256);
-    render_request_head(cbuf.data(), head, req.fwd, &mut upstream_head);
+    let upstream_head = &mut scratch.upstream_head;
+    render_request_head(cbuf.data(), head, req.fwd, upstream_head);
+    let fields = &mut scratch.fields;
     cbuf.consume(head.len);
 
     // A pooled connection the server closed while it idled fails at the
@@ -117,11 +129,12 @@ pub async fn forward(
                 client,
                 cbuf,
                 req,
-                &upstream_head,
+                upstream_head,
                 &mut up,
                 &mut ubuf,
                 settings,
                 &mut result,
+                fields,
             )
             .await?;
             if let Some(final_head) = early {
@@ -145,6 +158,7 @@ pub async fn forward(
                 req,
                 settings.read_timeout,
                 &mut result,
+                fields,
             )
             .await
         };
@@ -223,6 +237,7 @@ pub async fn forward(
     }
     server.stats.bytes_in.fetch_add(result.bytes_in, Relaxed);
     server.stats.bytes_out.fetch_add(result.bytes_out, Relaxed);
+    scratch.fields = resp.fields;
     result
 }
 
@@ -319,6 +334,7 @@ async fn send_head(
     ubuf: &mut ReadBuf,
     settings: &crate::config::Upstream,
     result: &mut Exchanged,
+    fields: &mut Vec<super::fields::Field>,
 ) -> Result<Option<ResponseHead>, Failure> {
     let head = req.head;
     let write_timeout = settings.write_timeout;
@@ -354,6 +370,7 @@ async fn send_head(
             req,
             settings.read_timeout,
             result,
+            fields,
         ),
     )
     .await
@@ -439,11 +456,12 @@ async fn read_final_head(
     req: &Outbound<'_>,
     read_timeout: Duration,
     result: &mut Exchanged,
+    fields: &mut Vec<super::fields::Field>,
 ) -> Result<ResponseHead, Failure> {
     let is_head = head.method == http::Method::HEAD;
     loop {
         let parsed = loop {
-            match response::parse(ubuf.data(), is_head, Vec::new()) {
+            match response::parse(ubuf.data(), is_head, std::mem::take(fields)) {
                 Ok(r) => break r,
                 Err(response::ResponseError::Partial) => {}
                 Err(e) => return Err(Failure::server(502, e)),
@@ -460,6 +478,7 @@ async fn read_final_head(
             // Interim: relay as is and wait for the final answer.
             let bytes = ubuf.data()[..parsed.len].to_vec();
             ubuf.consume(parsed.len);
+            *fields = parsed.fields;
             if !head.http10 {
                 write_all(client, &mut [IoSlice::new(&bytes)], req.timeouts.write)
                     .await

@@ -80,9 +80,11 @@ pub async fn serve(
     info: ConnInfo,
     mut client: ClientStream,
     mut cbuf: ReadBuf,
+    guards: crate::conn::ConnGuards,
 ) {
     let info = &info;
     let mut first = true;
+    let mut scratch = exchange::Scratch::default();
     let mut fields: Vec<Field> = Vec::new();
     loop {
         let rt = process.runtime.load_full();
@@ -105,7 +107,7 @@ pub async fn serve(
         };
         first = false;
         let started = std::time::Instant::now();
-        let outcome = handle(&process, &rt, info, &mut client, &mut cbuf, &head).await;
+        let outcome = handle(&process, &rt, info, &mut client, &mut cbuf, &head, &mut scratch).await;
         fields = head.recycle();
         match outcome {
             Handled::Next => {
@@ -117,7 +119,7 @@ pub async fn serve(
             Handled::Tunnel(tunnel) => {
                 // The tunnel runs as its own small task; this connection
                 // task and its buffers end here.
-                tokio::spawn(tunnel.run(client, process.clone()));
+                tokio::spawn(tunnel.run(client, process.clone(), guards));
                 return;
             }
         }
@@ -223,6 +225,7 @@ async fn handle(
     client: &mut ClientStream,
     cbuf: &mut ReadBuf,
     head: &RequestHead,
+    scratch: &mut exchange::Scratch,
 ) -> Handled {
     let started = std::time::Instant::now();
     let listener = rt.listener(info.listener);
@@ -350,7 +353,7 @@ async fn handle(
             write: limits.client_write_timeout,
         },
     };
-    let done = exchange::forward(&pool, client, cbuf, &out, up).await;
+    let done = exchange::forward(&pool, client, cbuf, &out, up, scratch).await;
     server.stats.record_latency(started.elapsed());
     process.log(entry.finish(
         done.status,

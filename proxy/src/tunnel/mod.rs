@@ -236,7 +236,12 @@ pub async fn upgrade(
 
 impl Established {
     /// Pump the tunnel until it ends, then log it. Runs as its own task.
-    pub async fn run(self, mut client: ClientStream, process: Arc<Process>) {
+    pub async fn run(
+        self,
+        mut client: ClientStream,
+        process: Arc<Process>,
+        _guards: crate::conn::ConnGuards,
+    ) {
         let Established {
             mut upstream,
             to_server,
