@@ -5,6 +5,14 @@
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// jemalloc's options, read at its start: a background thread purges pages
+/// freed more than a second ago, so the resident size falls back within
+/// seconds after a burst of connections closes instead of staying at its
+/// peak (docs/BENCHMARKS.md measures it).
+#[allow(non_upper_case_globals)]
+#[export_name = "_rjem_malloc_conf"]
+pub static malloc_conf: &[u8; 60] = b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
+
 fn main() -> std::process::ExitCode {
     ringway_proxy::cli::main()
 }

@@ -416,3 +416,48 @@ async fn relay_refusal(
     let _ = client.shutdown().await;
     sent
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn size_of_future<F: std::future::Future>(_: &F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// An idle tunnel is its task state, its two sockets and a timer entry:
+    /// the pump's state must stay small (the proxy's target is a few KiB
+    /// per idle tunnel in all), and holds no buffer.
+    #[tokio::test]
+    async fn the_pump_state_stays_small() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let a = tokio::net::TcpStream::connect(l.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (b, _) = l.accept().await.unwrap();
+        let mut c = ClientStream::Plain(a);
+        let mut u = UpstreamStream::Plain(b);
+        let (_order_tx, order) = tokio::sync::watch::channel(control::Order::Keep);
+        let (_stop_tx, shutdown) = tokio::sync::watch::channel(false);
+        let bytes = std::sync::atomic::AtomicU64::new(0);
+        let fut = pump::run(
+            &mut c,
+            &mut u,
+            None,
+            None,
+            Duration::from_secs(1),
+            Signals {
+                order,
+                shutdown,
+                shutdown_window: Duration::ZERO,
+            },
+            Counters {
+                to_server: &bytes,
+                to_client: &bytes,
+            },
+        );
+        let size = size_of_future(&fut);
+        assert!(size <= 1536, "the pump's state grew to {size} bytes");
+        assert!(std::mem::size_of::<Established>() <= 512);
+    }
+}
