@@ -1,112 +1,234 @@
-//! The admin listener: `/health` for liveness probes and `/stats.json`, the
-//! per-upstream, per-server numbers an operator reads.
+//! The admin listener: what an operator reads and the few orders they give.
 //!
-//! Reads the runtime and the counters; changes nothing. (Server state
-//! changes by POST, the HTML dashboard and Prometheus text arrive with the
-//! stats work and will live here too.)
+//! - `GET /health`: liveness (`{"status":"ok"}`).
+//! - `GET /stats.json`: every counter ([`document`]).
+//! - `GET /metrics`: the same counters as Prometheus text ([`metrics`]).
+//! - `GET /` and `GET /stats`: the HTML dashboard ([`dashboard`]).
+//! - `POST /api/upstreams/{upstream}/servers/{addr}/{drain|maint|ready}`:
+//!   runtime control ([`control`]), allowed only past [`guard`]: the Host
+//!   and Origin checks (CSRF, DNS rebinding) and the Bearer token.
+//!
+//! This file routes requests and shapes answers. Reading is done once per
+//! request by [`figures`]; nothing here writes a counter, and only
+//! [`control`] changes a server's state.
 
-use std::sync::atomic::Ordering::Relaxed;
+pub mod control;
+pub mod dashboard;
+pub mod document;
+pub mod figures;
+pub mod guard;
+pub mod metrics;
+mod resources;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
 
 use async_trait::async_trait;
-use http::Response;
+use http::{Method, Response};
 use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
 use serde_json::{json, Value};
 
-use std::sync::Arc;
-
+use self::figures::Figures;
+use self::guard::Denied;
+use self::metrics::Exposition;
 use crate::process::Process;
-use crate::runtime::Runtime;
-use crate::upstream::ServerState;
+
+/// Request bodies the admin reads at most (control requests carry none).
+const MAX_BODY: usize = 64 * 1024;
 
 /// The admin HTTP application.
 pub struct Admin {
     process: Arc<Process>,
+    listen: SocketAddr,
+    exposition: Option<Exposition>,
 }
 
 impl Admin {
-    /// Admin endpoints over the live process.
-    pub fn new(process: Arc<Process>) -> Self {
-        Self { process }
+    /// Admin endpoints over the live process, served on `listen` (the
+    /// address a control request's `Host` must name).
+    pub fn new(process: Arc<Process>, listen: SocketAddr) -> Self {
+        let exposition = match Exposition::new(process.clone()) {
+            Ok(e) => Some(e),
+            Err(e) => {
+                tracing::error!(error = %e, "admin: cannot set up /metrics");
+                None
+            }
+        };
+        Self {
+            process,
+            listen,
+            exposition,
+        }
     }
 }
 
-/// The `/stats.json` document for one runtime.
-pub fn stats_json(runtime: &Runtime) -> Value {
-    let upstreams: serde_json::Map<String, Value> = runtime
-        .pools
-        .iter()
-        .map(|(name, pool)| {
-            let servers: Vec<Value> = pool.servers.iter().map(|s| server_json(s)).collect();
-            let up = pool.servers.iter().filter(|s| s.is_available()).count();
-            let doc = json!({
-                "balance": pool.settings.balance,
-                "servers_up": up,
-                "servers": servers,
-            });
-            (name.clone(), doc)
-        })
-        .collect();
-    json!({ "upstreams": upstreams })
+/// The parts of a request the admin looks at.
+struct Request<'a> {
+    method: &'a Method,
+    path: &'a str,
+    host: Option<&'a str>,
+    origin: Option<&'a str>,
+    authorization: Option<&'a [u8]>,
 }
 
-fn server_json(s: &ServerState) -> Value {
-    let st = &s.stats;
-    let n = |c: &std::sync::atomic::AtomicU64| c.load(Relaxed);
-    json!({
-        "addr": s.addr.to_string(),
-        "state": s.state_name(),
-        "healthy": s.is_healthy(),
-        "backup": s.backup,
-        "weight": s.weight,
-        "active_connections": st.load(),
-        "active_websockets": st.active_websockets.load(Relaxed).max(0),
-        "requests_total": n(&st.requests_total),
-        "responses": {
-            "1xx": n(&st.responses[0]), "2xx": n(&st.responses[1]), "3xx": n(&st.responses[2]),
-            "4xx": n(&st.responses[3]), "5xx": n(&st.responses[4]),
-        },
-        "connect_errors": n(&st.connect_errors),
-        "retries": n(&st.retries),
-        "bytes_in": n(&st.bytes_in),
-        "bytes_out": n(&st.bytes_out),
-        "check_failures": n(&st.check_failures),
-        "last_change_secs": s.last_change_secs(),
-        "latency_ms": { "p50": st.latency_quantile_ms(0.5), "p99": st.latency_quantile_ms(0.99) },
-    })
+/// An answer before it becomes an HTTP response.
+struct Answer {
+    status: u16,
+    content_type: &'static str,
+    body: Vec<u8>,
+    headers: Vec<(&'static str, String)>,
 }
 
-fn respond(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
-    Response::builder()
-        .status(status)
-        .header("Content-Type", content_type)
-        .header("Content-Length", body.len())
-        .header("Cache-Control", "no-store")
-        .body(body)
-        .unwrap_or_default()
+impl Answer {
+    fn json(status: u16, doc: &Value) -> Self {
+        Self {
+            status,
+            content_type: "application/json",
+            body: doc.to_string().into_bytes(),
+            headers: Vec::new(),
+        }
+    }
+
+    fn error(status: u16, message: &str) -> Self {
+        Self::json(status, &json!({ "error": message }))
+    }
+
+    fn not_allowed(allow: &'static str) -> Self {
+        let mut a = Self::error(405, &format!("method not allowed; use {allow}"));
+        a.headers.push(("Allow", allow.to_owned()));
+        a
+    }
+
+    fn denied(d: &Denied) -> Self {
+        let mut a = Self::error(d.status(), &d.message());
+        if let Some(challenge) = d.challenge() {
+            a.headers.push(("WWW-Authenticate", challenge));
+        }
+        a
+    }
+
+    fn into_response(self) -> Response<Vec<u8>> {
+        let mut b = Response::builder()
+            .status(self.status)
+            .header("Content-Type", self.content_type)
+            .header("Content-Length", self.body.len())
+            .header("Cache-Control", "no-store");
+        for (k, v) in self.headers {
+            b = b.header(k, v);
+        }
+        b.body(self.body).unwrap_or_default()
+    }
+}
+
+/// Paths answered to `GET` (and `HEAD`) only.
+fn is_read_path(path: &str) -> bool {
+    matches!(path, "/health" | "/stats.json" | "/metrics") || dashboard::asset(path).is_some()
+}
+
+impl Admin {
+    fn answer(&self, req: &Request<'_>) -> Answer {
+        if control::is_control_path(req.path) {
+            return if req.method == Method::POST {
+                self.control(req)
+            } else {
+                Answer::not_allowed("POST")
+            };
+        }
+        if !is_read_path(req.path) {
+            return Answer::error(404, "not found");
+        }
+        if req.method != Method::GET && req.method != Method::HEAD {
+            return Answer::not_allowed("GET, HEAD");
+        }
+        match req.path {
+            "/health" => Answer::json(200, &json!({ "status": "ok" })),
+            "/stats.json" => Answer::json(200, &document::render(&Figures::read(&self.process))),
+            "/metrics" => match self.exposition.as_ref().map(Exposition::render) {
+                Some(Ok(text)) => Answer {
+                    status: 200,
+                    content_type: metrics::CONTENT_TYPE,
+                    body: text.into_bytes(),
+                    headers: Vec::new(),
+                },
+                Some(Err(e)) => Answer::error(500, &format!("encoding the metrics: {e}")),
+                None => Answer::error(500, "metrics are not available (see the log)"),
+            },
+            path => match dashboard::asset(path) {
+                Some(asset) => Answer {
+                    status: 200,
+                    content_type: asset.content_type,
+                    body: asset.body.to_vec(),
+                    headers: dashboard::SECURITY_HEADERS
+                        .iter()
+                        .map(|(k, v)| (*k, (*v).to_owned()))
+                        .collect(),
+                },
+                None => Answer::error(404, "not found"),
+            },
+        }
+    }
+
+    fn control(&self, req: &Request<'_>) -> Answer {
+        let rt = self.process.runtime.load();
+        let token = rt.config.admin.as_ref().and_then(|a| a.token.as_deref());
+        let allowed = guard::check_exposure(self.listen, token.is_some())
+            .and_then(|()| guard::check_origin(self.listen, req.host, req.origin))
+            .and_then(|()| guard::check_token(token, req.authorization));
+        if let Err(denied) = allowed {
+            tracing::warn!(path = req.path, host = ?req.host, origin = ?req.origin, reason = %denied.message(), "admin: control request refused");
+            return Answer::denied(&denied);
+        }
+        let Some(cmd) = control::parse(req.path) else {
+            return Answer::error(
+                404,
+                "expected /api/upstreams/{upstream}/servers/{addr}/{drain|maint|ready}",
+            );
+        };
+        match control::apply(&rt, &cmd) {
+            Ok(doc) => Answer::json(200, &doc),
+            Err(e) => Answer::error(404, &e.to_string()),
+        }
+    }
+}
+
+/// Read and discard a request body, up to [`MAX_BODY`]; false when it is
+/// larger or unreadable.
+async fn drain_body(session: &mut ServerSession) -> bool {
+    let mut seen = 0usize;
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                seen += chunk.len();
+                if seen > MAX_BODY {
+                    return false;
+                }
+            }
+            Ok(None) => return true,
+            Err(_) => return false,
+        }
+    }
 }
 
 #[async_trait]
 impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
-        let path = session.req_header().uri.path().to_owned();
-        match path.as_str() {
-            "/health" => respond(200, "application/json", br#"{"status":"ok"}"#.to_vec()),
-            "/stats.json" => {
-                let mut doc = stats_json(&self.process.runtime.load());
-                if let Some(last) = self
-                    .process
-                    .reloads
-                    .last
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .clone()
-                {
-                    doc["last_reload"] = serde_json::to_value(last).unwrap_or_default();
-                }
-                respond(200, "application/json", doc.to_string().into_bytes())
-            }
-            _ => respond(404, "text/plain", b"not found\n".to_vec()),
+        if !session.is_body_empty() && !drain_body(session).await {
+            session.set_keepalive(None);
+            return Answer::error(413, "request body too large").into_response();
         }
+        let head = session.req_header();
+        let text = |name: http::HeaderName| head.headers.get(name).and_then(|v| v.to_str().ok());
+        let req = Request {
+            method: &head.method,
+            path: head.uri.path(),
+            host: text(http::header::HOST).or_else(|| head.uri.authority().map(|a| a.as_str())),
+            origin: text(http::header::ORIGIN),
+            authorization: head
+                .headers
+                .get(http::header::AUTHORIZATION)
+                .map(|v| v.as_bytes()),
+        };
+        self.answer(&req).into_response()
     }
 }
