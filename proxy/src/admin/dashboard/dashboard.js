@@ -159,31 +159,62 @@ function remember(name, totals) {
 
 // ---- upstream cards ------------------------------------------------------
 
+// [group, header, key]: grouped two-row header, as HAProxy's stats page.
 const COLUMNS = [
-  ['Server', 'server'], ['State', 'state'], ['Weight', 'weight'],
-  ['Sessions cur', 'cur'], ['max', 'max'], ['total', 'total'],
-  ['WS open', 'ws'], ['Bytes in', 'bin'], ['Bytes out', 'bout'],
-  ['Connect err', 'econ'], ['Failures', 'efail'], ['5xx', 'e5xx'], ['Retries', 'retries'],
-  ['Check', 'check'], ['Last change', 'change'], ['p50 ms', 'p50'], ['p99 ms', 'p99'],
+  [null, 'Server', 'server'], [null, 'State', 'state'], [null, 'Weight', 'weight'],
+  ['Sessions', 'cur', 'cur'], ['Sessions', 'max', 'max'], ['Sessions', 'total', 'total'],
+  ['WebSockets', 'open', 'ws'],
+  ['Bytes', 'in', 'bin'], ['Bytes', 'out', 'bout'],
+  ['Errors', 'conn', 'econ'], ['Errors', 'fail', 'efail'], ['Errors', '5xx', 'e5xx'], ['Errors', 'retry', 'retries'],
+  ['Health', 'check', 'check'], ['Health', 'changed', 'change'],
+  ['Latency ms', 'p50', 'p50'], ['Latency ms', 'p99', 'p99'],
 ];
 
-function cell(key, label) {
-  return el('td', { dataset: { key, label } });
+function cell(group, header, key) {
+  return el('td', { dataset: { key, label: group ? `${group} ${header}` : header } });
+}
+
+function cells(into) {
+  const out = {};
+  for (const [group, header, key] of COLUMNS) {
+    out[key] = cell(group, header, key);
+    into.append(out[key]);
+  }
+  return out;
+}
+
+function header() {
+  const top = el('tr');
+  const sub = el('tr');
+  let last = null;
+  for (const [group, h] of COLUMNS) {
+    if (group === null) {
+      top.append(el('th', { rowspan: '2', text: h }));
+    } else if (group === last) {
+      top.lastChild.colSpan += 1;
+      sub.append(el('th', { text: h }));
+    } else {
+      top.append(el('th', { class: 'group', colspan: '1', text: group }));
+      sub.append(el('th', { text: h }));
+    }
+    last = group;
+  }
+  top.append(el('th', { rowspan: '2', text: '' }));
+  return el('thead', {}, top, sub);
 }
 
 function newCard(name) {
   const canvas = el('canvas', { class: 'chart', dataset: { upstream: name } });
-  const head = el('tr', {}, ...COLUMNS.map(([label]) => el('th', { text: label })), el('th', { text: '' }));
   const body = el('tbody');
   const foot = el('tfoot');
   const meta = el('span', { class: 'meta' });
   const root = el('section', { class: 'card upstream', dataset: { upstream: name } },
     el('div', { class: 'card-head' }, el('h2', { text: name }), meta),
     el('div', { class: 'legend' },
-      el('span', {}, el('i', { style: 'background: var(--accent)' }), 'requests/s (left)'),
-      el('span', {}, el('i', { style: 'background: var(--ws)' }), 'open WebSockets (right)')),
+      el('span', {}, el('i', { class: 'rps' }), 'requests/s (left)'),
+      el('span', {}, el('i', { class: 'ws' }), 'open WebSockets (right)')),
     canvas,
-    el('div', { class: 'scroll' }, el('table', { class: 'servers' }, el('thead', {}, head), body, foot)));
+    el('div', { class: 'scroll' }, el('table', { class: 'servers' }, header(), body, foot)));
   $('upstreams').append(root);
   const card = { root, canvas, body, foot, meta, rows: new Map() };
   cards.set(name, card);
@@ -192,11 +223,7 @@ function newCard(name) {
 
 function newRow(upstream, addr) {
   const tr = el('tr', { dataset: { server: addr, upstream } });
-  const cells = {};
-  for (const [label, key] of COLUMNS) {
-    cells[key] = cell(key, label);
-    tr.append(cells[key]);
-  }
+  const row = cells(tr);
   const actions = el('td', { class: 'actions' });
   const buttons = {};
   for (const [action, title] of ACTIONS) {
@@ -207,7 +234,7 @@ function newRow(upstream, addr) {
     actions.append(buttons[action]);
   }
   tr.append(actions);
-  return { tr, cells, buttons };
+  return { tr, cells: row, buttons };
 }
 
 function fillTraffic(cells, t) {
@@ -273,12 +300,8 @@ function renderUpstream(name, u) {
   for (const [addr, row] of card.rows) {
     if (!seen.has(addr)) { row.tr.remove(); card.rows.delete(addr); }
   }
-  const totals = {};
-  const tr = el('tr', {});
-  for (const [label, key] of COLUMNS) {
-    totals[key] = cell(key, label);
-    tr.append(totals[key]);
-  }
+  const tr = el('tr', { class: 'totals' });
+  const totals = cells(tr);
   tr.append(el('td'));
   totals.server.textContent = 'Total';
   totals.max.textContent = '';
