@@ -10,8 +10,10 @@
 //! an endpoint that says 200), never slept for.
 
 pub mod backend;
+pub mod browser;
 pub mod configs;
 pub mod contracts;
+pub mod metrics;
 pub mod raw;
 pub mod sticky;
 
@@ -310,6 +312,12 @@ impl Proxy {
     /// Write `config_toml` (with `{LISTEN}` and `{ADMIN}` filled in with
     /// free addresses), start the proxy on it, wait until it serves.
     pub async fn start(config_toml: &str) -> Proxy {
+        Self::start_with_env(config_toml, &[("RUST_LOG", "info")]).await
+    }
+
+    /// [`Proxy::start`] with these environment variables (`RUST_LOG` is
+    /// not set unless given here).
+    pub async fn start_with_env(config_toml: &str, env: &[(&str, &str)]) -> Proxy {
         let (listen, admin) = (free_addr(), free_addr());
         let text = config_toml
             .replace("{LISTEN}", &listen.to_string())
@@ -320,7 +328,8 @@ impl Proxy {
         let mut cmd = Command::new(target_bin("ringway-proxy"));
         cmd.arg("--config")
             .arg(&config_path)
-            .env("RUST_LOG", "info");
+            .env_remove("RUST_LOG")
+            .envs(env.iter().copied());
         let child = Child::spawn(cmd);
         let ready = async {
             wait_for_http_ok(&format!("http://{admin}/health"), Duration::from_secs(20)).await?;
@@ -354,6 +363,11 @@ impl Proxy {
     /// The admin `/stats.json` document.
     pub async fn stats(&self) -> serde_json::Value {
         get_json(&self.admin_url("/stats.json")).await
+    }
+
+    /// The admin `/metrics` exposition, parsed by a Prometheus text parser.
+    pub async fn metrics(&self) -> metrics::Scrape {
+        metrics::scrape(&self.admin_url("/metrics")).await
     }
 
     /// `config_toml` with this proxy's `{LISTEN}` and `{ADMIN}` filled in.
