@@ -48,7 +48,10 @@ async fn chatter(mut ws: WsClient, stop: Arc<AtomicBool>, started: Instant) -> O
                 Ok(None) => return Some(WsEnd::Failed("ended without a close frame".into())),
                 Ok(Some(Err(e))) => return Some(WsEnd::Failed(format!("error: {e}"))),
                 Ok(Some(Ok(Message::Close(frame)))) => {
-                    return Some(WsEnd::Closed(frame.map(|f| u16::from(f.code)), started.elapsed()))
+                    return Some(WsEnd::Closed(
+                        frame.map(|f| u16::from(f.code)),
+                        started.elapsed(),
+                    ))
                 }
                 Ok(Some(Ok(Message::Text(t)))) if t.as_str() == msg => break,
                 Ok(Some(Ok(_))) => continue,
@@ -109,7 +112,11 @@ async fn fifty_reloads_under_load_fail_nothing_and_cut_only_removed_servers() {
     let key_d = key_for(&[a, b, d], d);
     let mut slowest = Duration::ZERO;
     for n in 0..50 {
-        let (text, key, want) = if n % 2 == 0 { (&two, &key_d, "d") } else { (&one, &key_c, "c") };
+        let (text, key, want) = if n % 2 == 0 {
+            (&two, &key_d, "d")
+        } else {
+            (&one, &key_c, "c")
+        };
         let signalled = Instant::now();
         let record = proxy.reload_with(text).await;
         assert_eq!(record["result"], "ok", "{record}");
@@ -118,7 +125,10 @@ async fn fifty_reloads_under_load_fail_nothing_and_cut_only_removed_servers() {
             if got.as_deref() == Ok(want) {
                 break;
             }
-            assert!(signalled.elapsed() < Duration::from_secs(5), "reload {n}: {key} still goes to {got:?}");
+            assert!(
+                signalled.elapsed() < Duration::from_secs(5),
+                "reload {n}: {key} still goes to {got:?}"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         slowest = slowest.max(signalled.elapsed());
@@ -157,7 +167,10 @@ async fn fifty_reloads_under_load_fail_nothing_and_cut_only_removed_servers() {
     assert_eq!(failures.load(Relaxed), 0, "failed requests");
     assert!(broken.is_empty(), "tunnels broken: {broken:?}");
     assert_eq!(closed_early, 0);
-    assert_eq!(closed_ok, on_c, "every tunnel on c ends with 1001 once c is gone");
+    assert_eq!(
+        closed_ok, on_c,
+        "every tunnel on c ends with 1001 once c is gone"
+    );
 }
 
 #[tokio::test]
@@ -180,7 +193,10 @@ async fn a_removed_servers_tunnel_gets_1001_after_drain_timeout_not_before() {
         }
         other => panic!("expected a close frame, got {other:?}"),
     }
-    assert!(waited >= Duration::from_secs(2), "closed after {waited:?}, before drain_timeout");
+    assert!(
+        waited >= Duration::from_secs(2),
+        "closed after {waited:?}, before drain_timeout"
+    );
     // The client answers the close; the proxy then hangs up cleanly.
     let _ = ws.close(None).await;
     let stats = proxy.stats().await;
@@ -192,11 +208,17 @@ async fn a_broken_config_changes_nothing_and_says_why() {
     let fx = Fixture::start(&["a"], FixtureOpts::default()).await;
     let good = config(&[fx.addr("a")], "1s");
     let proxy = Proxy::start(&good).await;
-    let broken = good.replace("servers = [", "servers = [\n  { addr = \"127.0.0.1:1\", weight = 0 },");
+    let broken = good.replace(
+        "servers = [",
+        "servers = [\n  { addr = \"127.0.0.1:1\", weight = 0 },",
+    );
     let record = proxy.reload_with(&broken).await;
     assert_eq!(record["result"], "failed", "{record}");
     let errors = record["errors"].to_string();
-    assert!(errors.contains("upstream.app.servers[0].weight"), "{errors}");
+    assert!(
+        errors.contains("upstream.app.servers[0].weight"),
+        "{errors}"
+    );
     let r = http_client().get(proxy.url("/x")).send().await.unwrap();
     assert_eq!(r.status(), 200, "the old config still serves");
     let unreadable = proxy.fill(&good).replace("[[route]]", "[[route]\n");
@@ -236,7 +258,10 @@ async fn a_server_that_stays_keeps_its_counters() {
     let proxy = Proxy::start(&config(&[a], "1s")).await;
     let client = http_client();
     for _ in 0..5 {
-        assert_eq!(client.get(proxy.url("/x")).send().await.unwrap().status(), 200);
+        assert_eq!(
+            client.get(proxy.url("/x")).send().await.unwrap().status(),
+            200
+        );
     }
     let count = |s: &serde_json::Value| -> u64 {
         s["upstreams"]["app"]["servers"]
@@ -255,7 +280,12 @@ async fn a_server_that_stays_keeps_its_counters() {
     reweighted.upstream_extra = "drain_timeout = \"1s\"".into();
     let record = proxy.reload_with(&reweighted.toml()).await;
     assert_eq!(record["result"], "ok");
-    assert!(record["changes"].to_string().contains(&format!("server {a} changed")), "{record}");
+    assert!(
+        record["changes"]
+            .to_string()
+            .contains(&format!("server {a} changed")),
+        "{record}"
+    );
     assert_eq!(count(&proxy.stats().await), 5);
     // Weight 3 against 1: twenty keys all missing `a` would be a 1e-12 event.
     for i in 0..20 {
@@ -265,5 +295,8 @@ async fn a_server_that_stays_keeps_its_counters() {
             .await
             .unwrap();
     }
-    assert!(count(&proxy.stats().await) > 5, "the count restarted or stopped");
+    assert!(
+        count(&proxy.stats().await) > 5,
+        "the count restarted or stopped"
+    );
 }

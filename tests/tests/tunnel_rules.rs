@@ -49,7 +49,8 @@ async fn interim_answers_are_relayed_and_the_tunnel_waits_for_the_101() {
 async fn a_101_that_is_not_websocket_is_a_502() {
     let (_fx, proxy) = one_server().await;
     let mut c = RawClient::connect(proxy.listen).await;
-    c.send(upgrade_request("/ws-no-upgrade", "").as_bytes()).await;
+    c.send(upgrade_request("/ws-no-upgrade", "").as_bytes())
+        .await;
     let head = c.read_head().await.unwrap();
     assert_eq!(head.status, 502);
     assert!(c.closes_within(Duration::from_secs(5)).await);
@@ -67,8 +68,15 @@ async fn a_refused_upgrade_is_relayed_then_the_connection_closes() {
     assert_eq!(head.status, 403);
     let body = c.read_body(20).await.unwrap();
     assert_eq!(body, b"no websocket for you");
-    assert!(c.closes_within(Duration::from_secs(5)).await, "connection stayed open");
-    assert!(c.buf.is_empty(), "a second answer came: {:?}", String::from_utf8_lossy(&c.buf));
+    assert!(
+        c.closes_within(Duration::from_secs(5)).await,
+        "connection stayed open"
+    );
+    assert!(
+        c.buf.is_empty(),
+        "a second answer came: {:?}",
+        String::from_utf8_lossy(&c.buf)
+    );
 }
 
 #[tokio::test]
@@ -90,12 +98,16 @@ async fn connection_cannot_strip_end_to_end_fields() {
 async fn an_upgrade_with_a_body_is_refused_and_no_server_is_blamed() {
     let (fx, proxy) = one_server().await;
     let mut c = RawClient::connect(proxy.listen).await;
-    c.send(upgrade_request("/ws", "Content-Length: 5\r\n").as_bytes()).await;
+    c.send(upgrade_request("/ws", "Content-Length: 5\r\n").as_bytes())
+        .await;
     let head = c.read_head().await.unwrap();
     assert_eq!(head.status, 400);
     let stats = proxy.stats().await;
     let server = &stats["upstreams"]["app"]["servers"][0];
-    assert_eq!(server["requests_total"], 0, "the server was contacted: {server}");
+    assert_eq!(
+        server["requests_total"], 0,
+        "the server was contacted: {server}"
+    );
     assert_eq!(server["state"], "up");
     drop(fx);
 }
@@ -116,7 +128,9 @@ async fn an_upgrade_answered_503_goes_to_the_next_server() {
     // A key whose Ketama server is the one answering 503.
     let key = key_for(&servers, servers[0]);
     let url = format!("ws://{}/ws?sid={key}", proxy.listen);
-    let mut ws = ringway_tests::ws_connect(&url, &[]).await.expect("the client never sees the 503");
+    let mut ws = ringway_tests::ws_connect(&url, &[])
+        .await
+        .expect("the client never sees the 503");
     assert_eq!(ringway_tests::ws_whoami(&mut ws).await, "staying");
     let stats = proxy.stats().await;
     let first = stats["upstreams"]["app"]["servers"]

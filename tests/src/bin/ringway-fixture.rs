@@ -182,7 +182,11 @@ async fn serve(mut stream: TcpStream, me: Arc<Listener>) -> anyhow::Result<()> {
                     .write_all(b"HTTP/1.1 103 Early Hints\r\nLink: </app.css>; rel=preload\r\n\r\n")
                     .await?;
             }
-            let upgrade = if path == "/ws-no-upgrade" { "h2c" } else { "websocket" };
+            let upgrade = if path == "/ws-no-upgrade" {
+                "h2c"
+            } else {
+                "websocket"
+            };
             let key = head.header("sec-websocket-key").unwrap_or_default();
             let reply = format!(
                 "HTTP/1.1 101 Switching Protocols\r\nUpgrade: {upgrade}\r\nConnection: Upgrade\r\n\
