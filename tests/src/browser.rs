@@ -56,7 +56,7 @@ fn chromium() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
     assert!(
         path.exists(),
-        "{} not found: run \"apt-get install -y chromium\" (scripts/deps.sh does this) or set CHROMIUM",
+        "{} not found: run \"apt-get install -y chromium\" (scripts/test.sh does this) or set CHROMIUM",
         path.display()
     );
     path
