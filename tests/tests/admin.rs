@@ -11,44 +11,28 @@ use futures_util::SinkExt;
 use ringway_tests::backend::eventually;
 use ringway_tests::configs::ProxyConfig;
 use ringway_tests::metrics::{one, sum};
+use ringway_tests::raw::RawClient;
+use ringway_tests::sticky::{keys, map_keys, served_by, KeyVia};
 use ringway_tests::{http_client, ws_connect, ws_echo, Fixture, FixtureOpts, Proxy};
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 
 const TOKEN: &str = "ringway-test-token-0123456789abcdef";
 
 /// Send one HTTP/1.1 request on `conn` and read its whole response;
 /// returns the status and the number of bytes the response took.
-async fn exchange(conn: &mut TcpStream, method: &str, path: &str, body: &[u8]) -> (u16, u64) {
+async fn exchange(conn: &mut RawClient, method: &str, path: &str, body: &[u8]) -> (u16, u64) {
+    let before = conn.received;
     let head = format!(
         "{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\n\r\n",
         body.len()
     );
-    conn.write_all(head.as_bytes()).await.unwrap();
-    conn.write_all(body).await.unwrap();
-    let mut buf = Vec::new();
-    loop {
-        let mut chunk = [0u8; 4096];
-        let n = conn.read(&mut chunk).await.unwrap();
-        assert!(n > 0, "connection closed mid-response");
-        buf.extend_from_slice(&chunk[..n]);
-        let mut headers = [httparse::EMPTY_HEADER; 32];
-        let mut resp = httparse::Response::new(&mut headers);
-        if let httparse::Status::Complete(len) = resp.parse(&buf).unwrap() {
-            let length: usize = resp
-                .headers
-                .iter()
-                .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-                .and_then(|h| std::str::from_utf8(h.value).ok()?.parse().ok())
-                .unwrap_or(0);
-            if buf.len() >= len + length {
-                assert_eq!(buf.len(), len + length, "no pipelining here");
-                return (resp.code.unwrap(), buf.len() as u64);
-            }
-        }
-    }
+    conn.send(&[head.as_bytes(), body].concat()).await;
+    let head = conn.read_head().await.unwrap();
+    let length = head.header("content-length").unwrap().parse().unwrap();
+    conn.read_body(length).await.unwrap();
+    assert!(conn.buf.is_empty(), "no pipelining here");
+    (head.status, conn.received - before)
 }
 
 fn servers(doc: &Value) -> &Vec<Value> {
@@ -94,8 +78,7 @@ async fn counters_match_what_the_clients_sent() {
         .as_u64()
         .unwrap();
     // 18 GETs and 6 POSTs of 1000 bytes answered 200, 6 answered 503.
-    let mut conn = TcpStream::connect(proxy.listen).await.unwrap();
-    conn.set_nodelay(true).unwrap();
+    let mut conn = RawClient::connect(proxy.listen).await;
     let (mut received, mut statuses) = (0u64, Vec::new());
     let body = vec![b'x'; 1000];
     for i in 0..30 {
@@ -302,27 +285,13 @@ async fn control_needs_the_token_and_the_admins_own_origin() {
     assert_eq!(server(&proxy.stats().await, a)["state"], "draining");
 
     let auth = [("Authorization", bearer.as_str())];
-    let (status, _, _) = post(
-        &proxy,
-        "/api/upstreams/nope/servers/127.0.0.1:1/ready",
-        &auth,
-    )
-    .await;
-    assert_eq!(status, 404);
-    let (status, _, _) = post(
-        &proxy,
-        "/api/upstreams/app/servers/127.0.0.1:1/ready",
-        &auth,
-    )
-    .await;
-    assert_eq!(status, 404);
-    let (status, _, _) = post(
-        &proxy,
-        &format!("/api/upstreams/app/servers/{a}/reboot"),
-        &auth,
-    )
-    .await;
-    assert_eq!(status, 404);
+    for unknown in [
+        "/api/upstreams/nope/servers/127.0.0.1:1/ready".to_owned(),
+        "/api/upstreams/app/servers/127.0.0.1:1/ready".to_owned(),
+        format!("/api/upstreams/app/servers/{a}/reboot"),
+    ] {
+        assert_eq!(post(&proxy, &unknown, &auth).await.0, 404, "{unknown}");
+    }
     let get = http_client()
         .get(proxy.admin_url(&path))
         .send()
@@ -366,17 +335,11 @@ async fn on_loopback_without_a_token_the_host_and_origin_checks_remain() {
     assert_eq!(server(&proxy.stats().await, a)["state"], "draining");
 }
 
-async fn whoami(proxy: &Proxy, fx: &Fixture, sid: &str) -> String {
-    let body = http_client()
-        .get(proxy.url(&format!("/?sid={sid}")))
-        .send()
+async fn whoami(proxy: &Proxy, sid: &str) -> String {
+    let base = format!("http://{}", proxy.listen);
+    served_by(&http_client(), &base, sid, KeyVia::Query)
         .await
         .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(fx.addrs.contains_key(&body), "unexpected answer {body:?}");
-    body
 }
 
 /// Wait until `ws` is closed by the proxy; the close code it got.
@@ -403,16 +366,16 @@ async fn drain_and_maint_reach_traffic_and_survive_a_reload() {
     };
     let proxy = Proxy::start(&config.toml()).await;
     // Keys that land on a, found by asking.
-    let mut on_a = Vec::new();
-    for i in 0..200 {
-        let sid = format!("k{i}");
-        if whoami(&proxy, &fx, &sid).await == "a" {
-            on_a.push(sid);
-        }
-        if on_a.len() == 5 {
-            break;
-        }
-    }
+    let base = format!("http://{}", proxy.listen);
+    let candidates = keys("k", 40);
+    let answers = map_keys(&http_client(), &base, &candidates, KeyVia::Query, 8).await;
+    let on_a: Vec<&String> = candidates
+        .iter()
+        .zip(answers)
+        .filter(|(_, who)| who.as_deref() == Ok("a"))
+        .map(|(k, _)| k)
+        .take(5)
+        .collect();
     assert_eq!(on_a.len(), 5);
     let mut tunnel = ws_connect(&format!("ws://{}/ws?sid={}", proxy.listen, on_a[0]), &[])
         .await
@@ -423,7 +386,7 @@ async fn drain_and_maint_reach_traffic_and_survive_a_reload() {
     let (status, _, _) = post(&proxy, &drain_path(a), &[]).await;
     assert_eq!(status, 200);
     for sid in &on_a {
-        assert_eq!(whoami(&proxy, &fx, sid).await, "b", "{sid}");
+        assert_eq!(whoami(&proxy, sid).await, "b", "{sid}");
     }
     assert_eq!(
         closed_with(&mut tunnel, Duration::from_secs(10)).await,
@@ -443,12 +406,12 @@ async fn drain_and_maint_reach_traffic_and_survive_a_reload() {
     let doc = proxy.stats().await;
     assert_eq!(server(&doc, a)["state"], "draining", "{doc}");
     assert_eq!(server(&doc, a)["weight"], 2, "{doc}");
-    assert_eq!(whoami(&proxy, &fx, &on_a[1]).await, "b");
+    assert_eq!(whoami(&proxy, on_a[1]).await, "b");
 
     // Ready: a's keys come back. Maint: its tunnels end at once.
     let ready = format!("/api/upstreams/app/servers/{a}/ready");
     assert_eq!(post(&proxy, &ready, &[]).await.0, 200);
-    assert_eq!(whoami(&proxy, &fx, &on_a[1]).await, "a");
+    assert_eq!(whoami(&proxy, on_a[1]).await, "a");
     let mut tunnel = ws_connect(&format!("ws://{}/ws?sid={}", proxy.listen, on_a[2]), &[])
         .await
         .unwrap();
@@ -461,7 +424,7 @@ async fn drain_and_maint_reach_traffic_and_survive_a_reload() {
         closed_with(&mut tunnel, Duration::from_secs(10)).await,
         Some(1001)
     );
-    assert_eq!(whoami(&proxy, &fx, &on_a[3]).await, "b");
+    assert_eq!(whoami(&proxy, on_a[3]).await, "b");
     let reload = proxy.reload_with(&config.toml()).await;
     assert_eq!(reload["result"], "ok", "{reload}");
     assert_eq!(server(&proxy.stats().await, a)["state"], "maint");
@@ -493,7 +456,7 @@ async fn a_server_removed_by_a_reload_leaves_no_series() {
     let mut config = ProxyConfig::over([a, b]);
     let proxy = Proxy::start(&config.toml()).await;
     for i in 0..10 {
-        whoami(&proxy, &fx, &format!("s{i}")).await;
+        whoami(&proxy, &format!("s{i}")).await;
     }
     let b_text = b.to_string();
     let m = proxy.metrics().await;

@@ -12,6 +12,20 @@ async function stateOf(page, s) {
   return (await rowOf(page, s).locator('.badge').textContent()).trim();
 }
 
+// Wait until the server's badge reads `state`; resolves the time it took.
+async function waitForState(page, s, state, timeout) {
+  const started = Date.now();
+  await page.waitForFunction(
+    ([up, addr, want]) => {
+      const badge = document.querySelector(`tr[data-upstream="${up}"][data-server="${addr}"] .badge`);
+      return badge && badge.textContent.trim() === want;
+    },
+    [s.upstream, s.addr, state],
+    { timeout, polling: 50 },
+  );
+  return Date.now() - started;
+}
+
 export default async ({ page, args }) => {
   const base = `http://${args.admin}`;
   await page.goto(`${base}/`);
@@ -32,14 +46,7 @@ export default async ({ page, args }) => {
   const sent = Date.now();
   const r = await fetch(url, { method: 'POST', headers: { Authorization: `Bearer ${args.token}` } });
   if (r.status !== 200) throw new Error(`drain through the API answered ${r.status}: ${await r.text()}`);
-  await page.waitForFunction(
-    ([up, addr]) => {
-      const badge = document.querySelector(`tr[data-upstream="${up}"][data-server="${addr}"] .badge`);
-      return badge && badge.textContent.trim() === 'draining';
-    },
-    [args.drain.upstream, args.drain.addr],
-    { timeout: 2 * refreshMs + 5000, polling: 50 },
-  );
+  await waitForState(page, args.drain, 'draining', 2 * refreshMs + 5000);
   const drainedAfterMs = Date.now() - sent;
   await page.screenshot({ path: `${args.artifacts}/admin-dashboard.png`, fullPage: true });
 
@@ -56,14 +63,7 @@ export default async ({ page, args }) => {
     [args.drain.upstream, args.drain.addr],
   );
   await ready.click();
-  await page.waitForFunction(
-    ([up, addr]) => {
-      const badge = document.querySelector(`tr[data-upstream="${up}"][data-server="${addr}"] .badge`);
-      return badge && badge.textContent.trim() === 'up';
-    },
-    [args.drain.upstream, args.drain.addr],
-    { timeout: 2 * refreshMs + 5000, polling: 50 },
-  );
+  await waitForState(page, args.drain, 'up', 2 * refreshMs + 5000);
   const tokenKept = await page.evaluate(() => sessionStorage.getItem('ringway-admin-token') !== null);
 
   // A phone: nothing wider than the screen, the server's buttons reachable.
