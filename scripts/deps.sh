@@ -52,3 +52,11 @@ ensure_build_packages() {
   command -v cargo >/dev/null 2>&1 || die "cargo not found: install Rust (https://rustup.rs), then run this again"
   ensure_packages cc:gcc cmake:cmake
 }
+
+# The browser tests' npm packages (tests/browser/package-lock.json), if missing.
+ensure_browser_modules() {
+  [ -d tests/browser/node_modules/playwright-core ] && return 0
+  echo "==> installing the browser tests' npm packages (npm ci in tests/browser)"
+  (cd tests/browser && npm ci --no-audit --no-fund) ||
+    die "npm ci in tests/browser failed; run it by hand, then run this again"
+}

@@ -1,150 +1,112 @@
-//! Headless Chromium for end-to-end tests: Debian's `chromium` driven by
-//! playwright-core (pinned in `tests/browser/package-lock.json`, no browser
-//! download). A test names a scenario — `tests/browser/scenarios/NAME.mjs`,
-//! an ES module whose default export gets `{ page, context, args }` and
-//! returns a JSON-able result — and gets back that result together with
-//! every URL the page requested, its console lines and its uncaught errors.
-//! Screenshots go under `target/test-artifacts/`.
-//!
-//! The driver (`tests/browser/run.mjs`) is the same for every scenario, so
-//! the dashboard test and the backend demo test share it.
+//! Browser checks: a node script under `tests/browser/` drives the system
+//! chromium (headless, through playwright-core) and talks JSON lines with
+//! the test — reports and questions (`{"await": …}`, answered with one
+//! line) on the way, the result last. [`run_node_script`] is the one-shot
+//! form; [`NodeScript`] lets a test act in the middle (kill a node, say).
+//! Screenshots go to [`artifacts_dir`] (`target/test-artifacts/`), kept
+//! after the run.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
-/// What a scenario run returned.
-#[derive(Debug, Clone)]
-pub struct Outcome {
-    /// The scenario's own result.
-    pub result: Value,
-    /// Every URL the browser requested, in order.
-    pub requests: Vec<String>,
-    /// Console messages, as `type: text`.
-    pub console: Vec<String>,
-    /// Uncaught page errors.
-    pub page_errors: Vec<String>,
-}
-
-/// `tests/browser/`.
+/// The folder of the browser scripts and their `package.json`.
 pub fn browser_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("browser")
 }
 
-/// `target/test-artifacts/` of this build (created on demand): where tests
-/// keep screenshots for a human to look at.
-pub fn artifact_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    // target/<profile>/deps/<test> → target/
-    let target = exe
-        .ancestors()
-        .find(|p| p.file_name().is_some_and(|n| n == "target"))
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let dir = target.join("test-artifacts");
+/// `target/test-artifacts/` of the workspace, created if missing.
+pub fn artifacts_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-artifacts");
     std::fs::create_dir_all(&dir).expect("create target/test-artifacts");
     dir
 }
 
-/// The Chromium binary: `$CHROMIUM`, else Debian's `/usr/bin/chromium`.
-fn chromium() -> PathBuf {
-    let path = std::env::var_os("CHROMIUM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
-    assert!(
-        path.exists(),
-        "{} not found: run \"apt-get install -y chromium\" (scripts/test.sh does this) or set CHROMIUM",
-        path.display()
-    );
-    path
+/// A running browser script.
+pub struct NodeScript {
+    child: Child,
+    stdin: ChildStdin,
+    lines: Lines<BufReader<ChildStdout>>,
+    name: String,
 }
 
-static INSTALL: Mutex<bool> = Mutex::new(false);
-
-/// Install playwright-core from the lock file once, if it is not there.
-fn ensure_installed() {
-    let mut done = INSTALL.lock().unwrap_or_else(|p| p.into_inner());
-    if *done {
-        return;
-    }
-    let dir = browser_dir();
-    if !dir
-        .join("node_modules/playwright-core/package.json")
-        .exists()
-    {
-        let out = std::process::Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund"])
-            .current_dir(&dir)
-            .output()
-            .unwrap_or_else(|e| {
-                panic!("npm not found ({e}): run \"apt-get install -y nodejs npm\"")
-            });
+impl NodeScript {
+    /// Start `node tests/browser/<script> '<input JSON>'`. Panics with the
+    /// command to run when chromium or playwright-core is missing
+    /// (`scripts/test.sh` installs both).
+    pub fn start(script: &str, input: &Value) -> NodeScript {
+        let dir = browser_dir();
         assert!(
-            out.status.success(),
-            "npm ci in {} failed:\n{}",
-            dir.display(),
-            String::from_utf8_lossy(&out.stderr)
+            dir.join("node_modules/playwright-core").exists(),
+            "playwright-core is not installed: run \"npm ci\" in {} (scripts/test.sh does this)",
+            dir.display()
         );
+        assert!(
+            Path::new("/usr/bin/chromium").exists(),
+            "chromium is not installed: run \"apt-get install -y chromium\" (scripts/test.sh does this)"
+        );
+        let mut child = Command::new("node")
+            .arg(dir.join(script))
+            .arg(input.to_string())
+            .current_dir(&dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("node {script}: {e} (is nodejs installed?)"));
+        let stdin = child.stdin.take().expect("piped stdin");
+        let stdout = child.stdout.take().expect("piped stdout");
+        NodeScript {
+            child,
+            stdin,
+            lines: BufReader::new(stdout).lines(),
+            name: script.to_owned(),
+        }
     }
-    *done = true;
+
+    /// The next JSON line the script prints, within `within`.
+    pub async fn next(&mut self, within: Duration) -> Result<Value, String> {
+        let line = tokio::time::timeout(within, self.lines.next_line())
+            .await
+            .map_err(|_| format!("{}: nothing within {within:?}", self.name))?
+            .map_err(|e| format!("{}: {e}", self.name))?
+            .ok_or_else(|| format!("{}: ended without a result (see its stderr)", self.name))?;
+        serde_json::from_str(&line).map_err(|e| format!("{}: {line}: {e}", self.name))
+    }
+
+    /// Answer the script's last question.
+    pub async fn reply(&mut self, answer: &Value) -> Result<(), String> {
+        let line = format!("{answer}\n");
+        self.stdin
+            .write_all(line.as_bytes())
+            .await
+            .map_err(|e| format!("{}: {e}", self.name))
+    }
+
+    /// The result (the last line), once the script exited 0.
+    pub async fn finish(mut self, within: Duration) -> Result<Value, String> {
+        let result = self.next(within).await?;
+        let status = tokio::time::timeout(within, self.child.wait())
+            .await
+            .map_err(|_| format!("{}: did not exit", self.name))?
+            .map_err(|e| e.to_string())?;
+        if !status.success() {
+            return Err(format!("{}: exited with {status}", self.name));
+        }
+        Ok(result)
+    }
 }
 
-/// Run scenario `name` with `args`; the browser is closed when it returns.
-/// Fails (with the driver's output) when the scenario throws or takes
-/// longer than `within`.
-pub async fn run(name: &str, args: Value, within: Duration) -> Result<Outcome, String> {
-    ensure_installed();
-    let dir = browser_dir();
-    let scenario = dir.join("scenarios").join(format!("{name}.mjs"));
-    assert!(scenario.exists(), "no scenario {}", scenario.display());
-    let mut cmd = tokio::process::Command::new("node");
-    cmd.arg(dir.join("run.mjs"))
-        .arg(&scenario)
-        .arg(args.to_string())
-        .env("CHROMIUM", chromium())
-        .current_dir(&dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let child = cmd.spawn().map_err(|e| format!("cannot start node: {e}"))?;
-    let out = tokio::time::timeout(within, child.wait_with_output())
-        .await
-        .map_err(|_| format!("scenario {name} did not finish within {within:?}"))?
-        .map_err(|e| format!("scenario {name}: {e}"))?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let doc: Value = stdout
-        .lines()
-        .rev()
-        .find_map(|l| serde_json::from_str(l).ok())
-        .ok_or_else(|| format!("scenario {name} printed no result:\n{stdout}\n{stderr}"))?;
-    let strings = |k: &str| -> Vec<String> {
-        doc[k]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let outcome = Outcome {
-        result: doc["result"].clone(),
-        requests: strings("requests"),
-        console: strings("console"),
-        page_errors: strings("page_errors"),
-    };
-    if doc["ok"] != Value::Bool(true) {
-        return Err(format!(
-            "scenario {name} failed: {}\nconsole: {:?}\npage errors: {:?}\n{stderr}",
-            doc["error"].as_str().unwrap_or("?"),
-            outcome.console,
-            outcome.page_errors
-        ));
-    }
-    Ok(outcome)
+/// Run a script that needs nothing from the test on the way; its result.
+pub async fn run_node_script(
+    script: &str,
+    input: &Value,
+    within: Duration,
+) -> Result<Value, String> {
+    NodeScript::start(script, input).finish(within).await
 }
