@@ -1,7 +1,7 @@
 //! The admin listener against real processes: its counters match what the
 //! clients sent, in `/stats.json` and in `/metrics` (parsed by a Prometheus
 //! text parser); the control API needs the token and the admin's own Host
-//! and Origin; drain and maint reach the traffic and survive a reload; a
+//! and Origin, and off loopback the token is required to start at all; drain and maint reach the traffic and survive a reload; a
 //! server a reload removes leaves no series behind.
 
 use std::net::SocketAddr;
@@ -13,7 +13,9 @@ use ringway_tests::configs::ProxyConfig;
 use ringway_tests::metrics::{one, sum};
 use ringway_tests::raw::RawClient;
 use ringway_tests::sticky::{keys, map_keys, served_by, KeyVia};
-use ringway_tests::{http_client, ws_connect, ws_echo, Fixture, FixtureOpts, Proxy};
+use ringway_tests::{
+    free_addr, http_client, target_bin, ws_connect, ws_echo, Fixture, FixtureOpts, Proxy,
+};
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -333,6 +335,28 @@ async fn on_loopback_without_a_token_the_host_and_origin_checks_remain() {
     let (status, _, body) = post(&proxy, &path, &[("Host", localhost.as_str())]).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(server(&proxy.stats().await, a)["state"], "draining");
+}
+
+#[test]
+fn an_admin_listener_off_loopback_needs_a_token_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ringway.toml");
+    let config = ProxyConfig::over([free_addr()])
+        .toml()
+        .replace("{ADMIN}", &format!("0.0.0.0:{}", free_addr().port()))
+        .replace("{LISTEN}", &free_addr().to_string());
+    std::fs::write(&path, config).unwrap();
+    let out = std::process::Command::new(target_bin("ringway-proxy"))
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("admin.token: required when admin.listen is not a loopback address"),
+        "{stderr}"
+    );
 }
 
 async fn whoami(proxy: &Proxy, sid: &str) -> String {
