@@ -1,8 +1,9 @@
 //! The admin listener against real processes: its counters match what the
 //! clients sent, in `/stats.json` and in `/metrics` (parsed by a Prometheus
 //! text parser); the control API needs the token and the admin's own Host
-//! and Origin, and off loopback the token is required to start at all; drain and maint reach the traffic and survive a reload; a
-//! server a reload removes leaves no series behind.
+//! and Origin, and off loopback the token is required to start at all;
+//! drain and maint reach the traffic and survive a reload; a server a
+//! reload removes leaves no series behind.
 
 use std::net::SocketAddr;
 use std::time::Duration;
