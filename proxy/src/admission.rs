@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 
 use crate::config::Limits;
-use crate::limits::{self, ConcurrencyGuard, ConcurrencyLimiter, Decision, SketchShape};
+use crate::limits::{self, AtCap, ConcurrencyGuard, ConcurrencyLimiter, Decision, SketchShape};
 use crate::runtime::{Limiter, RouteRt, Runtime};
 
 /// A request or upgrade over its rate: the 429's headers.
@@ -122,15 +122,14 @@ impl Admission {
     }
 
     /// A place for a connection from `ip` under `max_connections_per_ip`
-    /// (`None` when no cap is set), or `Err` when `ip` is at its cap.
-    pub fn per_ip(&self, rt: &Runtime, ip: IpAddr) -> Result<Option<ConnSlot>, ()> {
+    /// (`None` when no cap is set), or the refusal when `ip` is at its cap.
+    pub fn per_ip(&self, rt: &Runtime, ip: IpAddr) -> Result<Option<ConnSlot>, AtCap> {
         if rt.limits.settings.max_connections_per_ip.is_none() {
             return Ok(None);
         }
         self.per_ip_connections
             .try_acquire(&limits::client_key(ip))
             .map(|g| Some(ConnSlot::PerAddress(g)))
-            .map_err(|_| ())
     }
 
     /// Whether a request from `client` may go on under the route's (or the

@@ -145,7 +145,7 @@ pub fn run(config: Config, config_path: &Path, upgrade: bool) -> Result<(), Star
     if let Some(admin) = &config.admin {
         let mut svc = Service::new(
             "ringway admin".to_owned(),
-            HttpServer::new_app(Admin::new(process.clone())),
+            HttpServer::new_app(Admin::new(process.clone(), admin.listen)),
         );
         svc.add_tcp(&admin.listen.to_string());
         svc.threads = Some(1);

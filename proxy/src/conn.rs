@@ -93,7 +93,8 @@ pub async fn serve(
     }
     let per_ip: Option<ConnSlot> = match process.admission.per_ip(&rt, client.ip()) {
         Ok(slot) => slot,
-        Err(()) => {
+        Err(at) => {
+            tracing::debug!(client = %client, %at, "over max_connections_per_ip; closing");
             lstats.refused_per_ip.fetch_add(1, Relaxed);
             return;
         }

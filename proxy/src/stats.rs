@@ -38,7 +38,7 @@ impl Histogram {
     }
 
     /// Per-bucket counts (not cumulative), the last one open-ended.
-    pub fn counts(&self) -> [u64; LATENCY_BOUNDS.len() + 1] {
+    pub fn counts(&self) -> BucketCounts {
         std::array::from_fn(|i| self.buckets[i].load(Relaxed))
     }
 
@@ -50,21 +50,32 @@ impl Histogram {
     /// The quantile `q` (0..1) in seconds, as the upper bound of the bucket
     /// holding it; `None` before the first observation.
     pub fn quantile(&self, q: f64) -> Option<f64> {
-        let counts = self.counts();
-        let total: u64 = counts.iter().sum();
-        if total == 0 {
-            return None;
-        }
-        let rank = (q * total as f64).ceil().max(1.0) as u64;
-        let mut seen = 0;
-        for (i, c) in counts.iter().enumerate() {
-            seen += c;
-            if seen >= rank {
-                return Some(*LATENCY_BOUNDS.get(i).unwrap_or(&f64::INFINITY));
-            }
-        }
-        None
+        quantile_of(&self.counts(), q)
     }
+}
+
+/// Per-bucket counts of a [`Histogram`] (or of several added up), as read at
+/// one instant: what `/stats.json` quantiles and `/metrics` buckets are
+/// computed from.
+pub type BucketCounts = [u64; LATENCY_BOUNDS.len() + 1];
+
+/// The quantile `q` (0..1) in seconds of a histogram given by its per-bucket
+/// `counts`: the upper bound of the bucket holding it (infinite for the open
+/// last bucket); `None` when there are no observations.
+pub fn quantile_of(counts: &BucketCounts, q: f64) -> Option<f64> {
+    let total: u64 = counts.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let rank = (q * total as f64).ceil().max(1.0) as u64;
+    let mut seen = 0;
+    for (i, c) in counts.iter().enumerate() {
+        seen += c;
+        if seen >= rank {
+            return Some(*LATENCY_BOUNDS.get(i).unwrap_or(&f64::INFINITY));
+        }
+    }
+    None
 }
 
 /// Counters for one upstream server. Lives as long as the server is in the
@@ -74,8 +85,13 @@ pub struct ServerStats {
     /// Requests in flight plus open tunnels: the load that bounded-load and
     /// least-conn balance on.
     pub active_connections: AtomicI64,
+    /// The highest `active_connections` seen since the server joined the
+    /// config (HAProxy's `smax`).
+    pub max_connections: AtomicI64,
     /// Open upgraded (WebSocket) tunnels.
     pub active_websockets: AtomicI64,
+    /// WebSocket tunnels opened since the server joined the config.
+    pub websockets_total: AtomicU64,
     /// Requests sent to this server (HTTP requests and upgrade attempts).
     pub requests_total: AtomicU64,
     /// Responses by class: index 0 = 1xx … index 4 = 5xx.
@@ -91,6 +107,10 @@ pub struct ServerStats {
     pub bytes_out: AtomicU64,
     /// Failed active health checks.
     pub check_failures: AtomicU64,
+    /// Failures the server caused, as passive health counts them: connect
+    /// errors, resets, timeouts, malformed answers (and 5xx with
+    /// `count_5xx`); never client aborts.
+    pub failures: AtomicU64,
     /// Time from a request's head to the end of its response.
     pub request_latency: Histogram,
     /// Time to open a new connection to this server (TLS included).
@@ -123,6 +143,11 @@ impl ServerStats {
     /// Current load as seen by the balancers.
     pub fn load(&self) -> i64 {
         self.active_connections.load(Relaxed).max(0)
+    }
+
+    /// Raise the recorded peak to `now` if it is higher.
+    fn note_load(&self, now: i64) {
+        self.max_connections.fetch_max(now, Relaxed);
     }
 }
 
@@ -194,7 +219,8 @@ pub struct ActiveGuard {
 impl ActiveGuard {
     /// Take one connection slot on `stats`.
     pub fn new(stats: std::sync::Arc<ServerStats>) -> Self {
-        stats.active_connections.fetch_add(1, Relaxed);
+        let now = stats.active_connections.fetch_add(1, Relaxed) + 1;
+        stats.note_load(now);
         Self {
             stats,
             websocket: false,
@@ -204,6 +230,7 @@ impl ActiveGuard {
     /// Wrap a slot the caller already added to `active_connections` (the
     /// bounded-load check increments atomically with its cap test).
     pub fn adopt(stats: std::sync::Arc<ServerStats>) -> Self {
+        stats.note_load(stats.active_connections.load(Relaxed));
         Self {
             stats,
             websocket: false,
@@ -215,6 +242,7 @@ impl ActiveGuard {
         if !self.websocket {
             self.websocket = true;
             self.stats.active_websockets.fetch_add(1, Relaxed);
+            self.stats.websockets_total.fetch_add(1, Relaxed);
         }
     }
 }
@@ -257,6 +285,38 @@ mod tests {
         }
         assert_eq!(s.load(), 0);
         assert_eq!(s.active_websockets.load(Relaxed), 0);
+        assert_eq!(s.websockets_total.load(Relaxed), 1);
+    }
+
+    #[test]
+    fn peak_load_is_kept_after_the_load_falls() {
+        let s = Arc::new(ServerStats::default());
+        let a = ActiveGuard::new(s.clone());
+        let b = ActiveGuard::new(s.clone());
+        s.active_connections.fetch_add(1, Relaxed);
+        let c = ActiveGuard::adopt(s.clone());
+        drop((a, b, c));
+        assert_eq!(s.load(), 0);
+        assert_eq!(s.max_connections.load(Relaxed), 3);
+        let _d = ActiveGuard::new(s.clone());
+        assert_eq!(s.max_connections.load(Relaxed), 3);
+    }
+
+    #[test]
+    fn quantiles_of_added_up_counts() {
+        let (a, b) = (Histogram::default(), Histogram::default());
+        for _ in 0..9 {
+            a.observe(Duration::from_micros(100));
+        }
+        b.observe(Duration::from_secs(60));
+        let mut sum = a.counts();
+        for (s, c) in sum.iter_mut().zip(b.counts()) {
+            *s += c;
+        }
+        assert_eq!(quantile_of(&sum, 0.5), Some(0.000_25));
+        assert_eq!(quantile_of(&sum, 0.9), Some(0.000_25));
+        assert_eq!(quantile_of(&sum, 0.99), Some(f64::INFINITY));
+        assert_eq!(quantile_of(&[0; LATENCY_BOUNDS.len() + 1], 0.5), None);
     }
 
     #[test]

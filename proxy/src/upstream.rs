@@ -250,6 +250,7 @@ impl ServerState {
     /// in one `fail_timeout` window — nginx's `max_fails`/`fail_timeout`.
     /// Returns true when this failure ejected the server.
     pub fn record_failure(&self, passive: &config::Passive) -> bool {
+        self.stats.failures.fetch_add(1, Relaxed);
         if passive.max_fails == 0 {
             return false;
         }

@@ -24,6 +24,10 @@ pub struct ProxyConfig {
     pub route_host: &'static str,
     /// `trusted_proxies`, or empty for no `[limits]` block.
     pub trusted_proxies: Vec<&'static str>,
+    /// Extra lines inside `[admin]` (a `token`…).
+    pub admin_extra: String,
+    /// Whole sections appended at the end (another `[[listener]]`…).
+    pub extra: String,
 }
 
 impl Default for ProxyConfig {
@@ -43,6 +47,8 @@ impl Default for ProxyConfig {
             passive: String::new(),
             route_host: "*",
             trusted_proxies: Vec::new(),
+            admin_extra: String::new(),
+            extra: String::new(),
         }
     }
 }
@@ -81,6 +87,7 @@ grace_period = "1s"
 
 [admin]
 listen = "{{ADMIN}}"
+{admin_extra}
 
 [[listener]]
 listen = "{{LISTEN}}"
@@ -101,7 +108,8 @@ servers = [
 ]
 {health}
 {passive}
-{limits}"#,
+{limits}
+{sections}"#,
             host = self.route_host,
             balance = self.balance,
             keys = keys.join(", "),
@@ -111,6 +119,8 @@ servers = [
             health = self.health_check,
             passive = self.passive,
             limits = limits,
+            admin_extra = self.admin_extra,
+            sections = self.extra,
         )
     }
 }

@@ -18,6 +18,7 @@ pub mod browser;
 pub mod chaos;
 pub mod configs;
 pub mod contracts;
+pub mod metrics;
 pub mod notify_socket;
 pub mod raw;
 pub mod sticky;
@@ -328,7 +329,13 @@ impl Proxy {
     /// Write `config_toml` (with `{LISTEN}` and `{ADMIN}` filled in with
     /// free addresses), start the proxy on it, wait until it serves.
     pub async fn start(config_toml: &str) -> Proxy {
-        let proxy = Proxy::spawn(config_toml, &[]);
+        Self::start_with_env(config_toml, &[]).await
+    }
+
+    /// [`Proxy::start`] with extra environment variables (they override the
+    /// harness' `RUST_LOG=info`).
+    pub async fn start_with_env(config_toml: &str, env: &[(&str, &str)]) -> Proxy {
+        let proxy = Proxy::spawn(config_toml, env);
         let ready = async {
             wait_for_http_ok(&proxy.admin_url("/health"), Duration::from_secs(20)).await?;
             wait_for_port(proxy.listen, Duration::from_secs(20)).await
@@ -382,6 +389,11 @@ impl Proxy {
     /// The admin `/stats.json` document.
     pub async fn stats(&self) -> serde_json::Value {
         get_json(&self.admin_url("/stats.json")).await
+    }
+
+    /// The admin `/metrics` exposition, parsed by a Prometheus text parser.
+    pub async fn metrics(&self) -> metrics::Scrape {
+        metrics::scrape(&self.admin_url("/metrics")).await
     }
 
     /// `config_toml` with this proxy's `{LISTEN}` and `{ADMIN}` filled in.

@@ -32,6 +32,8 @@ pub struct RawClient {
     pub stream: TcpStream,
     /// Bytes read and not consumed.
     pub buf: Vec<u8>,
+    /// Every byte read off the socket since it connected.
+    pub received: u64,
 }
 
 impl RawClient {
@@ -42,6 +44,7 @@ impl RawClient {
         RawClient {
             stream,
             buf: Vec::new(),
+            received: 0,
         }
     }
 
@@ -58,6 +61,7 @@ impl RawClient {
             Ok(Err(e)) => Err(format!("read failed: {e}")),
             Ok(Ok(n)) => {
                 self.buf.extend_from_slice(&chunk[..n]);
+                self.received += n as u64;
                 Ok(n)
             }
         }

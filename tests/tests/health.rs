@@ -162,7 +162,9 @@ async fn a_server_that_resets_connections_is_ejected_passively() {
             failures += 1;
         }
     }
-    assert!(failures >= 1, "the resetting server was never tried");
+    // A reset that lands before the connect completes is a connect failure,
+    // retried on another server (the client never sees it); one after the
+    // request was written is a 502. Either way it counts toward max_fails.
     assert!(
         failures <= 3,
         "{failures} failures: ejection should come after max_fails = 3"

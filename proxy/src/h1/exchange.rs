@@ -448,6 +448,7 @@ fn client_read_failure(e: IoFail, what: &str) -> Failure {
 
 /// Read the upstream's answer up to its final (non-1xx) head, relaying any
 /// interim `1xx` to the client as it comes (RFC 9110 §15.2).
+#[allow(clippy::too_many_arguments)]
 async fn read_final_head(
     up: &mut UpstreamStream,
     ubuf: &mut ReadBuf,

@@ -107,7 +107,16 @@ pub async fn serve(
         };
         first = false;
         let started = std::time::Instant::now();
-        let outcome = handle(&process, &rt, info, &mut client, &mut cbuf, &head, &mut scratch).await;
+        let outcome = handle(
+            &process,
+            &rt,
+            info,
+            &mut client,
+            &mut cbuf,
+            &head,
+            &mut scratch,
+        )
+        .await;
         fields = head.recycle();
         match outcome {
             Handled::Next => {
