@@ -46,12 +46,19 @@ pub fn main() -> ExitCode {
     if cli.check {
         // Build the runtime as a reload would: certificate files are read
         // and checked too.
-        if let Err(errors) = Runtime::build(&config, None, &crate::config::base_dir(&cli.config)) {
-            eprintln!("{}: configuration is invalid:", cli.config.display());
-            for e in &errors.0 {
-                eprintln!("  {e}");
+        match Runtime::build(&config, None, &crate::config::base_dir(&cli.config)) {
+            Ok(runtime) => {
+                for warning in crate::reload::expiry_warnings(&runtime) {
+                    eprintln!("warning: {warning}");
+                }
             }
-            return ExitCode::FAILURE;
+            Err(errors) => {
+                eprintln!("{}: configuration is invalid:", cli.config.display());
+                for e in &errors.0 {
+                    eprintln!("  {e}");
+                }
+                return ExitCode::FAILURE;
+            }
         }
         println!("{}: configuration ok", cli.config.display());
         return ExitCode::SUCCESS;

@@ -133,24 +133,12 @@ fn parse_v1(buf: &[u8]) -> Parsed {
         Ok(_) => return Parsed::Invalid(Invalid::V1("a CR before the end of line".into())),
         Err(e) => return Parsed::Invalid(Invalid::V1(e.to_string())),
     };
-    let (source, destination) = match header.addresses {
-        Addresses::Tcp4(a) => (
-            Some(SocketAddr::from((a.source_address, a.source_port))),
-            Some(SocketAddr::from((
-                a.destination_address,
-                a.destination_port,
-            ))),
-        ),
-        Addresses::Tcp6(a) => (
-            Some(SocketAddr::from((a.source_address, a.source_port))),
-            Some(SocketAddr::from((
-                a.destination_address,
-                a.destination_port,
-            ))),
-        ),
-        Addresses::Unknown => (None, None),
+    let named = match header.addresses {
+        Addresses::Tcp4(a) => Some(endpoints_v4(a)),
+        Addresses::Tcp6(a) => Some(endpoints_v6(a)),
+        Addresses::Unknown => None,
     };
-    complete(line.len(), source, destination)
+    complete(line.len(), named)
 }
 
 /// Whether `rest`, the bytes after `PROXY `, can still start with one of
@@ -208,41 +196,38 @@ fn parse_v2(buf: &[u8]) -> Parsed {
         return Parsed::Invalid(Invalid::V2(e.to_string()));
     }
     if header.command == Command::Local {
-        return complete(total, None, None);
+        return complete(total, None);
     }
     if header.protocol == Protocol::Datagram {
         return Parsed::Invalid(Invalid::V2Family(family));
     }
-    let (source, destination) = match header.addresses {
-        Addresses::IPv4(a) => (
-            Some(SocketAddr::from((a.source_address, a.source_port))),
-            Some(SocketAddr::from((
-                a.destination_address,
-                a.destination_port,
-            ))),
-        ),
-        Addresses::IPv6(a) => (
-            Some(SocketAddr::from((a.source_address, a.source_port))),
-            Some(SocketAddr::from((
-                a.destination_address,
-                a.destination_port,
-            ))),
-        ),
-        Addresses::Unspecified | Addresses::Unix(_) => (None, None),
+    let named = match header.addresses {
+        Addresses::IPv4(a) => Some(endpoints_v4(a)),
+        Addresses::IPv6(a) => Some(endpoints_v6(a)),
+        Addresses::Unspecified | Addresses::Unix(_) => None,
     };
-    complete(total, source, destination)
+    complete(total, named)
 }
 
-fn complete(
-    header_len: usize,
-    source: Option<SocketAddr>,
-    destination: Option<SocketAddr>,
-) -> Parsed {
+/// The client and the address it connected to, as a header names them.
+type Endpoints = (SocketAddr, SocketAddr);
+
+fn endpoints_v4(a: ppp::v2::IPv4) -> Endpoints {
+    let source = SocketAddr::from((a.source_address, a.source_port));
+    (source, (a.destination_address, a.destination_port).into())
+}
+
+fn endpoints_v6(a: ppp::v2::IPv6) -> Endpoints {
+    let source = SocketAddr::from((a.source_address, a.source_port));
+    (source, (a.destination_address, a.destination_port).into())
+}
+
+fn complete(header_len: usize, named: Option<Endpoints>) -> Parsed {
     let canonical = |a: SocketAddr| SocketAddr::new(a.ip().to_canonical(), a.port());
     Parsed::Complete(ProxyHeader {
         header_len,
-        source: source.map(canonical),
-        destination: destination.map(canonical),
+        source: named.map(|(s, _)| canonical(s)),
+        destination: named.map(|(_, d)| canonical(d)),
     })
 }
 

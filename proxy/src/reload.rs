@@ -270,15 +270,28 @@ fn describe_pool(name: &str, x: &Upstream, y: &Upstream, out: &mut Vec<String>) 
     }
 }
 
-/// Warn about certificates that have expired or expire within 14 days.
-pub fn warn_expiring(runtime: &Runtime) {
+/// Certificates that have expired or expire within 14 days, one line each:
+/// logged at start and after a reload, and printed by `--check`.
+pub fn expiry_warnings(runtime: &Runtime) -> Vec<String> {
     let now = SystemTime::now();
+    let mut out = Vec::new();
     for l in &runtime.listeners {
         for cert in l.tls.iter().flat_map(|t| &t.certs) {
             if cert.expiring(now) {
                 let days = cert.expires_in(now) / 86_400;
-                tracing::warn!(at = %cert.at, file = %cert.file, days, "certificate expired or expires within 14 days");
+                out.push(format!(
+                    "{}: certificate {} expired or expires within 14 days ({days} days left)",
+                    cert.at, cert.file
+                ));
             }
         }
+    }
+    out
+}
+
+/// Log [`expiry_warnings`] as warnings.
+pub fn warn_expiring(runtime: &Runtime) {
+    for warning in expiry_warnings(runtime) {
+        tracing::warn!("{warning}");
     }
 }

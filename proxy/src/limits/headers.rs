@@ -15,7 +15,7 @@
 //! additional quota is made available": the time to the next token, rounded
 //! up. On a 429, `r=0` and `t` equals `Retry-After`, which is the time until
 //! the next request would pass, in whole seconds and at least 1 (the draft
-//! says `Retry-After` must not point earlier than `t`).
+//! says `Retry-After` should not point earlier than `t`).
 //!
 //! When to send them ([`RateLimitFields::advertise`]): on every refusal, and
 //! on an allowed response only once the client has used nine tenths of its

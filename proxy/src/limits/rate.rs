@@ -54,7 +54,7 @@
 //! independent slices, so with clients acting independently the rows are
 //! busy independently and the per-row bounds multiply. The bound ignores the
 //! burst slack and the conservative update, both of which only help, so real
-//! figures are far lower (the unit test `proxy/tests/limits_bounds.rs`
+//! figures are far lower (the test in `proxy/tests/limits_bounds.rs`
 //! measures them). If the other clients are not independent (a synchronised
 //! flash crowd), the safe statement is the single-row bound, without the
 //! exponent.

@@ -7,6 +7,9 @@ use super::*;
 
 const REQUEST: &[u8] = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
 
+/// A deadline no healthy test run comes near.
+const LONG: Duration = Duration::from_secs(30);
+
 /// A v2 header: signature, version/command byte, family/protocol byte, then
 /// `body` (addresses and TLVs) with its length.
 fn v2(version_command: u8, family: u8, body: &[u8]) -> Vec<u8> {
@@ -238,7 +241,7 @@ async fn read_in_parts(parts: &[&[u8]]) -> (ProxyHeader, Vec<u8>) {
     let (mut client, mut server) = pair().await;
     let fd = server.as_raw_fd();
     let reader = tokio::spawn(async move {
-        let h = read_header(&mut server, Duration::from_secs(30)).await;
+        let h = read_header(&mut server, LONG).await;
         (h, server)
     });
     let (last, first) = parts.split_last().unwrap();
@@ -290,44 +293,39 @@ async fn reader_leaves_the_request_when_it_arrives_with_the_header() {
         let mut all = header.clone();
         all.extend_from_slice(REQUEST);
         client.write_all(&all).await.unwrap();
-        let h = read_header(&mut server, Duration::from_secs(30))
-            .await
-            .unwrap();
+        let h = read_header(&mut server, LONG).await.unwrap();
         assert_eq!(h.header_len, header.len());
         assert_eq!(rest(&mut server, &mut client).await, REQUEST);
     }
 }
 
+/// What the reader makes of a peer that sends `bytes` and then closes its
+/// side (`close`) or waits; the deadline is `deadline`.
+async fn read_after(bytes: &[u8], close: bool, deadline: Duration) -> ReadError {
+    let (mut client, mut server) = pair().await;
+    client.write_all(bytes).await.unwrap();
+    if close {
+        client.shutdown().await.unwrap();
+    }
+    read_header(&mut server, deadline).await.unwrap_err()
+}
+
 #[tokio::test]
 async fn reader_refuses_garbage_and_oversize_at_once() {
-    let (mut client, mut server) = pair().await;
-    client.write_all(REQUEST).await.unwrap();
-    let err = read_header(&mut server, Duration::from_secs(30))
-        .await
-        .unwrap_err();
+    let err = read_after(REQUEST, false, LONG).await;
     assert!(
         matches!(err, ReadError::Invalid(Invalid::Signature)),
         "{err}"
     );
-
-    let (mut client, mut server) = pair().await;
     let huge = v2(0x21, 0x11, &vec![0; 12 + 60_000]);
-    client.write_all(&huge[..16]).await.unwrap();
-    let err = read_header(&mut server, Duration::from_secs(30))
-        .await
-        .unwrap_err();
+    let err = read_after(&huge[..16], false, LONG).await;
     assert!(
         matches!(err, ReadError::Invalid(Invalid::V2TooLong(_))),
         "{err}"
     );
-
-    let (mut client, mut server) = pair().await;
     let mut long = b"PROXY UNKNOWN ".to_vec();
     long.resize(200, b'x');
-    client.write_all(&long).await.unwrap();
-    let err = read_header(&mut server, Duration::from_secs(30))
-        .await
-        .unwrap_err();
+    let err = read_after(&long, false, LONG).await;
     assert!(
         matches!(err, ReadError::Invalid(Invalid::V1TooLong)),
         "{err}"
@@ -336,26 +334,11 @@ async fn reader_refuses_garbage_and_oversize_at_once() {
 
 #[tokio::test]
 async fn reader_gives_up_at_the_deadline_or_when_the_peer_leaves() {
-    let (mut client, mut server) = pair().await;
-    client.write_all(b"PROXY TCP4 192.0.2.1").await.unwrap();
-    let err = read_header(&mut server, Duration::from_millis(100))
-        .await
-        .unwrap_err();
+    let partial = b"PROXY TCP4 192.0.2.1";
+    let err = read_after(partial, false, Duration::from_millis(100)).await;
     assert!(matches!(err, ReadError::Timeout(_)), "{err}");
-
-    let (mut client, mut server) = pair().await;
-    client.write_all(b"PROXY TCP4 192.0.2.1").await.unwrap();
-    client.shutdown().await.unwrap();
-    let err = read_header(&mut server, Duration::from_secs(30))
-        .await
-        .unwrap_err();
+    let err = read_after(partial, true, LONG).await;
     assert!(matches!(err, ReadError::Closed), "{err}");
-
-    let (mut client, mut server) = pair().await;
-    client.write_all(&v2_tcp4()[..20]).await.unwrap();
-    client.shutdown().await.unwrap();
-    let err = read_header(&mut server, Duration::from_secs(30))
-        .await
-        .unwrap_err();
+    let err = read_after(&v2_tcp4()[..20], true, LONG).await;
     assert!(matches!(err, ReadError::Closed), "{err}");
 }
