@@ -8,6 +8,7 @@
 //! - Clients: [`http_client`], WebSocket helpers ([`ws_connect`] …), and a
 //!   byte-level client that checks the close handshake ([`strict_ws`]).
 //! - Browsers: headless chromium driven by node scripts ([`browser`]).
+//! - TLS: a test CA making certificates, and clients trusting it ([`tls`]).
 //!
 //! Every process is a [`Child`] that is killed when dropped, so a failing
 //! test leaves nothing behind. Readiness is waited on (a port that answers,
@@ -23,6 +24,7 @@ pub mod notify_socket;
 pub mod raw;
 pub mod sticky;
 pub mod strict_ws;
+pub mod tls;
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::{SocketAddr, TcpListener};
