@@ -19,6 +19,7 @@ pub mod browser;
 pub mod chaos;
 pub mod configs;
 pub mod contracts;
+pub mod edge;
 pub mod metrics;
 pub mod notify_socket;
 pub mod raw;
