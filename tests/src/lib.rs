@@ -20,6 +20,7 @@ pub mod chaos;
 pub mod configs;
 pub mod contracts;
 pub mod edge;
+pub mod load;
 pub mod metrics;
 pub mod notify_socket;
 pub mod raw;

@@ -391,7 +391,6 @@ async fn oversized_lines_heads_and_bodies_get_414_431_and_413() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "proxy bug: h1::handle answers 429/404/308/5xx locally without consuming the request head on a keep-alive connection, so the same head is parsed and answered again forever"]
 async fn a_local_answer_on_a_keepalive_connection_lets_the_next_request_through() {
     let (_fx, proxy) = proxy_with(
         "trusted_proxies = [\"127.0.0.1\"]\nrequests_per_second = 1\nburst = 1",

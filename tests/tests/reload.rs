@@ -6,14 +6,15 @@
 //! stays keeps its counters.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use ringway_tests::configs::ProxyConfig;
+use ringway_tests::load::{chatter, http_load, WsEnd};
 use ringway_tests::sticky::{key_for, served_by, KeyVia};
-use ringway_tests::{http_client, ws_connect, Fixture, FixtureOpts, Proxy, WsClient};
+use ringway_tests::{http_client, ws_connect, Fixture, FixtureOpts, Proxy};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -23,43 +24,6 @@ fn config(servers: &[SocketAddr], drain: &str) -> String {
         ..ProxyConfig::over(servers.iter().copied())
     }
     .toml()
-}
-
-/// How a WebSocket client ended, if it did.
-#[derive(Debug, Clone)]
-enum WsEnd {
-    Closed(Option<u16>, Duration),
-    Failed(String),
-}
-
-/// A tunnel that sends a message every 100 ms and expects it back, until
-/// `stop` or the tunnel ends; returns how it ended (None: still fine).
-async fn chatter(mut ws: WsClient, stop: Arc<AtomicBool>, started: Instant) -> Option<WsEnd> {
-    let mut i = 0u64;
-    while !stop.load(Relaxed) {
-        i += 1;
-        let msg = format!("m{i}");
-        if let Err(e) = ws.send(Message::Text(msg.clone().into())).await {
-            return Some(WsEnd::Failed(format!("send: {e}")));
-        }
-        loop {
-            match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
-                Err(_) => return Some(WsEnd::Failed("no echo in 10 s".into())),
-                Ok(None) => return Some(WsEnd::Failed("ended without a close frame".into())),
-                Ok(Some(Err(e))) => return Some(WsEnd::Failed(format!("error: {e}"))),
-                Ok(Some(Ok(Message::Close(frame)))) => {
-                    return Some(WsEnd::Closed(
-                        frame.map(|f| u16::from(f.code)),
-                        started.elapsed(),
-                    ))
-                }
-                Ok(Some(Ok(Message::Text(t)))) if t.as_str() == msg => break,
-                Ok(Some(Ok(_))) => continue,
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    None
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -85,25 +49,7 @@ async fn fifty_reloads_under_load_fail_nothing_and_cut_only_removed_servers() {
     assert!(on_c > 0, "no tunnel landed on c; the test proves nothing");
 
     // Keep-alive HTTP from 4 connections, all the time.
-    let failures = Arc::new(AtomicU64::new(0));
-    let sent = Arc::new(AtomicU64::new(0));
-    let mut loaders = Vec::new();
-    for w in 0..4 {
-        let (stop, failures, sent) = (stop.clone(), failures.clone(), sent.clone());
-        let base = proxy.url("");
-        loaders.push(tokio::spawn(async move {
-            let client = http_client();
-            let mut i = 0u64;
-            while !stop.load(Relaxed) {
-                i += 1;
-                let r = client.get(format!("{base}/x?sid=w{w}-{i}")).send().await;
-                sent.fetch_add(1, Relaxed);
-                if !r.is_ok_and(|r| r.status().is_success()) {
-                    failures.fetch_add(1, Relaxed);
-                }
-            }
-        }));
-    }
+    let (http, loaders) = http_load(proxy.url(""), 4, stop.clone());
 
     // Fifty reloads, alternating; after each, a probe key of the changed
     // server follows the new list.
@@ -162,12 +108,17 @@ async fn fifty_reloads_under_load_fail_nothing_and_cut_only_removed_servers() {
         }
     }
     println!(
-        "requests sent {}, failed {}; tunnels on the removed server {on_c}, closed with 1001 after drain_timeout {closed_ok}, early {closed_early}; other tunnels broken {}; slowest switch {slowest:?}",
-        sent.load(Relaxed),
-        failures.load(Relaxed),
+        "requests: {}; tunnels on the removed server {on_c}, closed with 1001 after drain_timeout {closed_ok}, early {closed_early}; other tunnels broken {}; slowest switch {slowest:?}",
+        http.summary(),
         broken.len()
     );
-    assert_eq!(failures.load(Relaxed), 0, "failed requests");
+    // A reload touches no connection, so not even a retry is needed.
+    let (retried, refused, failed) = (
+        http.retried.load(Relaxed),
+        http.refused.load(Relaxed),
+        http.failed.load(Relaxed),
+    );
+    assert_eq!((retried, refused, failed), (0, 0, 0), "{}", http.summary());
     assert!(broken.is_empty(), "tunnels broken: {broken:?}");
     assert_eq!(closed_early, 0);
     assert_eq!(

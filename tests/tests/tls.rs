@@ -287,7 +287,6 @@ async fn a_plain_listener_redirects_to_https_but_proxies_acme_challenges() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "proxy bug: h1::handle answers 308/404/429/502 locally without consuming the request head, so the same request is answered again and again on a keep-alive connection"]
 async fn a_redirect_answers_its_request_once_on_a_keep_alive_connection() {
     let edge = Edge::start().await;
     let mut c = RawClient::connect(edge.redirect).await;
@@ -363,10 +362,7 @@ async fn upstream_tls_is_verified_by_ca_and_by_ip_name() {
         assert!(!body.contains("nginx"), "{path}: {body}");
         let stats = proxy.stats().await;
         let server = &stats["upstreams"][format!("u{i}")]["servers"][0];
-        assert!(
-            server["connect_errors"].as_u64() >= Some(1),
-            "{path}: {server}"
-        );
+        assert_eq!(server["connect_errors"], 1, "{path}: {server}");
     }
     let stats = proxy.stats().await;
     assert_eq!(stats["upstreams"]["u0"]["servers"][0]["connect_errors"], 0);

@@ -117,9 +117,18 @@ pub async fn serve(
             &mut scratch,
         )
         .await;
+        let head_len = head.len;
         fields = head.recycle();
         match outcome {
             Handled::Next => {
+                if process.is_shutting_down() {
+                    return;
+                }
+            }
+            Handled::Answered => {
+                // Only the head was read (a request with a body closes
+                // instead), so dropping it leaves the next request first.
+                cbuf.consume(head_len);
                 if process.is_shutting_down() {
                     return;
                 }
@@ -220,6 +229,9 @@ async fn wait_first_byte(process: &Process, client: &mut ClientStream, until: In
 enum Handled {
     /// Done; the connection may carry the next one.
     Next,
+    /// Answered by the proxy itself without reading past the head, which is
+    /// still in the buffer; the connection may carry the next one.
+    Answered,
     /// Done; close the connection.
     Close,
     /// The upgrade succeeded: a tunnel takes the connection over.
@@ -380,7 +392,7 @@ async fn handle(
 
 fn after_local(sent: bool, close: bool) -> Handled {
     if sent && !close {
-        Handled::Next
+        Handled::Answered
     } else {
         Handled::Close
     }
