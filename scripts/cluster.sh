@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A working local cluster: ringway-proxy in front of three ringway-backend
-# nodes. With redis-server installed, a private one (its own port and
+# nodes, over HTTP and HTTPS (a local development CA's certificate, made by
+# certs/make-dev-certs.sh when missing). With redis-server installed, a private one (its own port and
 # directory, nothing saved) backs the nodes as in production; without it,
 # the three nodes run in one process and share an in-process broker.
 # Runs in the foreground; Ctrl-C stops everything it started.
@@ -9,26 +10,30 @@
 # has stopped.
 #
 # Ports (override with the environment): RINGWAY_HTTP_PORT (8080),
-# RINGWAY_ADMIN_PORT (9090), RINGWAY_BACKEND_PORT (9001, 9002, 9003),
+# RINGWAY_HTTPS_PORT (8443), RINGWAY_ADMIN_PORT (9090), RINGWAY_BACKEND_PORT (9001, 9002, 9003),
 # RINGWAY_REDIS_PORT (6390). RINGWAY_PROFILE=release builds optimised;
 # RINGWAY_BIN_DIR=DIR uses the binaries in DIR instead of building;
 # RINGWAY_RUN_DIR=DIR puts logs, config and pid files there
-# (default target/dev-cluster).
+# (default target/dev-cluster); RINGWAY_CERT_DIR=DIR takes the HTTPS
+# certificate (ca.pem, cert.pem, key.pem) from DIR, making them there when
+# missing (default certs/dev).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/deps.sh
 
 http_port=${RINGWAY_HTTP_PORT:-8080}
+https_port=${RINGWAY_HTTPS_PORT:-8443}
 admin_port=${RINGWAY_ADMIN_PORT:-9090}
 backend_port=${RINGWAY_BACKEND_PORT:-9001}
 redis_port=${RINGWAY_REDIS_PORT:-6390}
 profile=${RINGWAY_PROFILE:-dev}
 run_dir=${RINGWAY_RUN_DIR:-target/dev-cluster}
+cert_dir=${RINGWAY_CERT_DIR:-certs/dev}
 
 ensure_build_packages
 
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-ports=("$http_port" "$admin_port" "$backend_port" $((backend_port + 1)) $((backend_port + 2)))
+ports=("$http_port" "$https_port" "$admin_port" "$backend_port" $((backend_port + 1)) $((backend_port + 2)))
 have redis-server && ports+=("$redis_port")
 for p in "${ports[@]}"; do
   port_in_use "$p" && die "port $p is already in use on 127.0.0.1; stop what uses it or set RINGWAY_*_PORT (see the top of $0)"
@@ -41,6 +46,15 @@ else
   cargo build --profile "$profile" --locked --workspace --bins
   bin_dir=target/$([ "$profile" = dev ] && echo debug || echo "$profile")
 fi
+
+# The HTTPS listener's certificate: a local CA and a certificate for
+# localhost and 127.0.0.1 signed by it, made once and kept.
+if [ ! -f "$cert_dir/ca.pem" ] || [ ! -f "$cert_dir/cert.pem" ] || [ ! -f "$cert_dir/key.pem" ]; then
+  ensure_packages openssl:openssl
+  echo "==> making a development CA and certificate in $cert_dir"
+  certs/make-dev-certs.sh --force --out "$cert_dir"
+fi
+cert_dir=$(cd "$cert_dir" && pwd)
 
 rm -rf "$run_dir"
 mkdir -p "$run_dir/redis"
@@ -124,6 +138,10 @@ listen = "127.0.0.1:$admin_port"
 [[listener]]
 listen = "127.0.0.1:$http_port"
 
+[[listener]]
+listen = "127.0.0.1:$https_port"
+tls = { cert = "$cert_dir/cert.pem", key = "$cert_dir/key.pem" }
+
 [[route]]
 host = "*"
 path_prefix = "/"
@@ -152,14 +170,17 @@ started $!
 essential+=($!)
 wait_for "$admin_port" ringway-proxy "$run_dir/proxy.log"
 wait_for "$http_port" ringway-proxy "$run_dir/proxy.log"
+wait_for "$https_port" ringway-proxy "$run_dir/proxy.log"
 
 cat <<TXT
 
-Ringway is up: ringway-proxy on :$http_port in front of 3 backend nodes, sharing state through
-$mode.
+Ringway is up: ringway-proxy on :$http_port (HTTP) and :$https_port (HTTPS) in front of 3 backend
+nodes, sharing state through $mode.
 
   Chat in a browser    http://127.0.0.1:$http_port/        (open two tabs; sessions stick to a node)
   WebSocket            ws://127.0.0.1:$http_port/ws?sid=demo-1&user=alice   (protocol: docs/PROTOCOL.md)
+  HTTPS and WSS        https://localhost:$https_port/   wss://localhost:$https_port/ws   (trust $cert_dir/ca.pem)
+  Try HTTPS            curl --cacert $(printf %q "$cert_dir/ca.pem") https://localhost:$https_port/health
   Proxy stats          http://127.0.0.1:$admin_port/stats.json
   Node health          http://127.0.0.1:$backend_port/health   (and :$((backend_port + 1)), :$((backend_port + 2)))
   Cluster stats        http://127.0.0.1:$backend_port/api/websocket/stats

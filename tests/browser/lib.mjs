@@ -27,8 +27,9 @@ export async function ask(question) {
   return JSON.parse(value);
 }
 
-/** A browser context of the system chromium with a fresh profile; close() removes it. */
-export async function launch() {
+/** A browser context of the system chromium with a fresh profile; close() removes it.
+ * `args`: extra command-line switches (e.g. which certificate to trust). */
+export async function launch({ args = [] } = {}) {
   const profile = mkdtempSync(join(tmpdir(), "ringway-chromium-"));
   const context = await chromium.launchPersistentContext(profile, {
     executablePath: input.chromium || "/usr/bin/chromium",
@@ -37,6 +38,7 @@ export async function launch() {
     args: [
       "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
       "--disable-background-networking", "--disable-component-update", "--disable-sync",
+      ...args,
     ],
   });
   return {

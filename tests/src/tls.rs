@@ -366,3 +366,30 @@ pub fn check(config: &Path) -> (Option<i32>, String) {
         .expect("run ringway-proxy --check");
     (out.status.code(), crate::printed(&out))
 }
+
+/// A client config trusting only the CA certificates in `ca_pem` (a PEM
+/// file some other tool made, e.g. `certs/make-dev-certs.sh`), offering
+/// `alpn`.
+pub fn client_trusting(ca_pem: &Path, alpn: &[&[u8]]) -> Result<Arc<ClientConfig>, String> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = RootCertStore::empty();
+    for cert in
+        CertificateDer::pem_file_iter(ca_pem).map_err(|e| format!("{}: {e}", ca_pem.display()))?
+    {
+        let cert = cert.map_err(|e| format!("{}: {e}", ca_pem.display()))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("{}: {e}", ca_pem.display()))?;
+    }
+    if roots.is_empty() {
+        return Err(format!("{} holds no certificate", ca_pem.display()));
+    }
+    let mut config =
+        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(Arc::new(config))
+}
