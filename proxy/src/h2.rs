@@ -522,6 +522,7 @@ impl ProxyHttp for H2App {
                 peer.options.verify_cert = tls.verify;
                 peer.options.verify_hostname = tls.verify;
                 peer.options.ca = tls.pingora_ca();
+                peer.group_key = tls.trust_key();
                 peer
             }
         };

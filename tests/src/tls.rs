@@ -1,7 +1,8 @@
 //! TLS for the end-to-end tests: a test CA that signs ECDSA P-256 leaf
 //! certificates into a temp dir (rcgen), and clients that trust it —
 //! rustls handshakes that report the certificate they were served,
-//! HTTP/1.1 and HTTP/2 GETs over TLS, and WSS connections.
+//! HTTP/1.1 and HTTP/2 GETs over TLS, WSS connections, and a client that
+//! speaks HTTP/2 frame by frame ([`h2raw`]).
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -392,4 +393,243 @@ pub fn client_trusting(ca_pem: &Path, alpn: &[&[u8]]) -> Result<Arc<ClientConfig
             .with_no_client_auth();
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(config))
+}
+
+/// A client that speaks HTTP/2 frame by frame (RFC 9113), with a few
+/// hand-encoded HPACK fields and no dynamic table, so a test sees what the
+/// server sends as sent and can send what no well-behaved client would.
+pub mod h2raw {
+    use std::time::{Duration, Instant};
+
+    use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+
+    use super::Tls;
+
+    // Frame types, flags, settings and error codes of RFC 9113.
+    pub const DATA: u8 = 0x0;
+    pub const HEADERS: u8 = 0x1;
+    pub const RST_STREAM: u8 = 0x3;
+    pub const SETTINGS: u8 = 0x4;
+    pub const PING: u8 = 0x6;
+    pub const GOAWAY: u8 = 0x7;
+    pub const END_STREAM: u8 = 0x1;
+    pub const ACK: u8 = 0x1;
+    pub const END_HEADERS: u8 = 0x4;
+    pub const MAX_CONCURRENT_STREAMS: u16 = 0x3;
+    pub const REFUSED_STREAM: u32 = 0x7;
+    pub const CANCEL: u32 = 0x8;
+
+    /// A frame as read off the wire.
+    #[derive(Debug)]
+    pub struct Frame {
+        pub kind: u8,
+        pub flags: u8,
+        pub stream: u32,
+        pub payload: Vec<u8>,
+    }
+
+    impl Frame {
+        /// Whether this frame ends `stream` (END_STREAM or RST_STREAM).
+        pub fn ends(&self, stream: u32) -> bool {
+            let end = matches!(self.kind, DATA | HEADERS) && self.flags & END_STREAM != 0;
+            self.stream == stream && (end || self.kind == RST_STREAM)
+        }
+
+        /// The error code of a RST_STREAM or GOAWAY.
+        pub fn code(&self) -> u32 {
+            let at = if self.kind == GOAWAY { 4 } else { 0 };
+            u32::from_be_bytes(self.payload[at..at + 4].try_into().expect("code"))
+        }
+    }
+
+    /// A frame's bytes.
+    pub fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let len = (payload.len() as u32).to_be_bytes();
+        let mut f = vec![len[1], len[2], len[3], kind, flags];
+        f.extend_from_slice(&stream.to_be_bytes());
+        f.extend_from_slice(payload);
+        f
+    }
+
+    /// A request's HEADERS frame: `method` (GET or POST) `https://a.test/`
+    /// and `extra` fields, HPACK literals that never touch the dynamic table.
+    pub fn request(stream: u32, method: &str, extra: &[(&str, &str)], flags: u8) -> Vec<u8> {
+        let mut block = vec![if method == "POST" { 0x83 } else { 0x82 }, 0x87];
+        let literal = |block: &mut Vec<u8>, value: &str| {
+            assert!(value.len() < 127);
+            block.push(value.len() as u8);
+            block.extend_from_slice(value.as_bytes());
+        };
+        block.push(0x84); // :path /
+        block.push(0x01); // :authority, not indexed
+        literal(&mut block, "a.test");
+        for (name, value) in extra {
+            block.push(0x00);
+            literal(&mut block, name);
+            literal(&mut block, value);
+        }
+        frame(HEADERS, flags, stream, &block)
+    }
+
+    /// A RST_STREAM frame.
+    pub fn rst(stream: u32, code: u32) -> Vec<u8> {
+        frame(RST_STREAM, 0, stream, &code.to_be_bytes())
+    }
+
+    /// What the peer did next.
+    pub enum Next {
+        /// A frame.
+        Frame(Frame),
+        /// EOF or a failed read: the connection is gone.
+        Closed,
+        /// Nothing within the time given.
+        Quiet,
+    }
+
+    /// The proxy's side of a raw connection, frame by frame.
+    pub struct Frames<R> {
+        pub r: R,
+        pub buf: Vec<u8>,
+    }
+
+    impl<R: AsyncRead + Unpin> Frames<R> {
+        /// The next frame, within `within`.
+        pub async fn next(&mut self, within: Duration) -> Next {
+            let until = tokio::time::Instant::now() + within;
+            loop {
+                if self.buf.len() >= 9 {
+                    let len =
+                        u32::from_be_bytes([0, self.buf[0], self.buf[1], self.buf[2]]) as usize;
+                    if self.buf.len() >= 9 + len {
+                        let f: Vec<u8> = self.buf.drain(..9 + len).collect();
+                        return Next::Frame(Frame {
+                            kind: f[3],
+                            flags: f[4],
+                            stream: u32::from_be_bytes(f[5..9].try_into().unwrap()) & 0x7fff_ffff,
+                            payload: f[9..].to_vec(),
+                        });
+                    }
+                }
+                let mut chunk = [0u8; 16384];
+                match tokio::time::timeout_at(until, self.r.read(&mut chunk)).await {
+                    Err(_) => return Next::Quiet,
+                    Ok(Ok(0)) | Ok(Err(_)) => return Next::Closed,
+                    Ok(Ok(n)) => self.buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+        }
+
+        /// Read until the connection closes, within `within`: whether a GOAWAY
+        /// came first (`None` if it stayed open).
+        pub async fn until_closed(&mut self, within: Duration) -> Option<bool> {
+            let until = Instant::now() + within;
+            let mut goaway = false;
+            loop {
+                match self
+                    .next(until.saturating_duration_since(Instant::now()))
+                    .await
+                {
+                    Next::Frame(f) => goaway |= f.kind == GOAWAY,
+                    Next::Closed => return Some(goaway),
+                    Next::Quiet => return None,
+                }
+            }
+        }
+    }
+
+    /// A client HTTP/2 connection spoken frame by frame, over TLS.
+    pub struct Raw {
+        pub frames: Frames<ReadHalf<Tls>>,
+        pub w: WriteHalf<Tls>,
+        /// The proxy's SETTINGS: (identifier, value).
+        pub settings: Vec<(u16, u32)>,
+    }
+
+    impl Raw {
+        /// Send the preface and SETTINGS, read the proxy's SETTINGS and ack them.
+        pub async fn open(tls: Tls) -> Raw {
+            let (r, w) = tokio::io::split(tls);
+            let mut raw = Raw {
+                frames: Frames { r, buf: Vec::new() },
+                w,
+                settings: Vec::new(),
+            };
+            let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+            hello.extend(frame(SETTINGS, 0, 0, &[]));
+            raw.send(&hello).await;
+            loop {
+                match raw.frames.next(Duration::from_secs(10)).await {
+                    Next::Frame(f) if f.kind == SETTINGS && f.flags & ACK == 0 => {
+                        raw.settings = f
+                            .payload
+                            .chunks_exact(6)
+                            .map(|s| {
+                                let id = u16::from_be_bytes([s[0], s[1]]);
+                                (id, u32::from_be_bytes(s[2..6].try_into().unwrap()))
+                            })
+                            .collect();
+                        break;
+                    }
+                    Next::Frame(_) => {}
+                    _ => panic!("no SETTINGS from the proxy"),
+                }
+            }
+            raw.send(&frame(SETTINGS, ACK, 0, &[])).await;
+            raw
+        }
+
+        /// Write `bytes` and flush.
+        pub async fn send(&mut self, bytes: &[u8]) {
+            self.w.write_all(bytes).await.expect("write");
+            self.w.flush().await.expect("flush");
+        }
+
+        /// `GET /` on stream `id`, answered in full.
+        pub async fn exchange(&mut self, id: u32) {
+            self.send(&request(id, "GET", &[], END_HEADERS | END_STREAM))
+                .await;
+            let (end, seen) = self.until_stream_ends(id, Duration::from_secs(10)).await;
+            let answered = seen
+                .iter()
+                .chain([&end])
+                .any(|f| f.stream == id && f.kind == HEADERS);
+            assert!(
+                answered && end.kind != RST_STREAM,
+                "stream {id}: {end:?} after {seen:?}"
+            );
+        }
+
+        /// The value of setting `id` the proxy sent, if it sent one.
+        pub fn setting(&self, id: u16) -> Option<u32> {
+            self.settings
+                .iter()
+                .find(|(i, _)| *i == id)
+                .map(|(_, v)| *v)
+        }
+
+        /// Frames until one for `stream` ends it (END_STREAM or RST_STREAM),
+        /// within `within`: that frame and every frame before it.
+        pub async fn until_stream_ends(
+            &mut self,
+            stream: u32,
+            within: Duration,
+        ) -> (Frame, Vec<Frame>) {
+            let until = Instant::now() + within;
+            let mut seen = Vec::new();
+            loop {
+                match self
+                    .frames
+                    .next(until.saturating_duration_since(Instant::now()))
+                    .await
+                {
+                    Next::Frame(f) if f.ends(stream) => return (f, seen),
+                    Next::Frame(f) => seen.push(f),
+                    Next::Closed => panic!("closed before stream {stream} ended: {seen:?}"),
+                    Next::Quiet => {
+                        panic!("stream {stream} did not end within {within:?}: {seen:?}")
+                    }
+                }
+            }
+        }
+    }
 }

@@ -165,10 +165,12 @@ async fn certificates_show_their_expiry() {
     assert_eq!(c["not_after"], "2020-01-01T00:00:00Z", "{doc}");
     assert_eq!(c["expiring"], true, "{doc}");
     assert!(c["days_left"].as_i64().unwrap() < -300, "{doc}");
-    assert!(proxy
-        .child
-        .log()
-        .contains("certificate expired or expires within 14 days"));
+    let log = proxy.child.log();
+    assert!(
+        log.contains("listener[1].tls: certificate")
+            && log.contains("expired or expires within 14 days"),
+        "{log}"
+    );
 
     let m = proxy.metrics().await;
     let at = [

@@ -35,8 +35,8 @@ fn config(fx: &Fixture, lines: &str) -> String {
 }
 
 /// `GET path` with `extra` header lines from 127.0.0.1, each on its own
-/// connection (`Connection: close`): see the ignored keep-alive test below
-/// for why not on one connection.
+/// connection (`Connection: close`), so one answer cannot stand in for
+/// another; the keep-alive case has its own test below.
 async fn ask(proxy: &Proxy, path: &str, extra: &str) -> Head {
     get_from(lo(1), proxy.listen, path, extra)
         .await

@@ -261,9 +261,7 @@ async fn verify_false_warns_at_start_and_reaches_a_self_signed_upstream() {
     );
 
     // The same server, verified, is refused: the certificate really is one
-    // that verification rejects. (Asked first, while no connection the
-    // unverified upstream made idles in the pool: see the ignored test
-    // below.)
+    // that verification rejects.
     let mut c = RawClient::connect(proxy.listen).await;
     let resp = h1_get(&mut c.stream, "127.0.0.1", "/verified/echo-headers")
         .await
@@ -296,8 +294,6 @@ async fn verify_false_warns_at_start_and_reaches_a_self_signed_upstream() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "proxy bug: proxy/src/h1/upstream.rs PoolKey (addr + TLS name) lets a verifying upstream \
-            reuse an idle connection that a `verify = false` upstream made to the same server"]
 async fn a_verifying_upstream_never_reuses_a_connection_made_without_verification() {
     let up = SelfSignedUpstream::start().await;
     // One worker thread: one (thread-local) idle pool for both upstreams.

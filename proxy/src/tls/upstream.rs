@@ -27,6 +27,12 @@ pub struct UpstreamTlsConfig {
     ca_ders: Option<Vec<Vec<u8>>>,
     /// Whether certificates are verified.
     pub verify: bool,
+    /// What this config trusts (`verify` and the `ca_file` certificates),
+    /// hashed: pooled connections are shared only between configs that
+    /// trust alike, so a verifying pool never reuses a connection that a
+    /// `verify = false` pool (or one with another CA) opened to the same
+    /// server.
+    trust: u64,
 }
 
 impl std::fmt::Debug for UpstreamTlsConfig {
@@ -115,8 +121,15 @@ impl UpstreamTlsConfig {
                 .with_no_client_auth()
         };
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let trust = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            (tls.verify, &ca_ders).hash(&mut h);
+            h.finish()
+        };
         Ok(Self {
             connector: TlsConnector::from(Arc::new(config)),
+            trust,
             sni,
             ca_ders,
             verify: tls.verify,
@@ -160,9 +173,16 @@ impl UpstreamTlsConfig {
         Some(Arc::from(certs.into_boxed_slice()))
     }
 
-    /// What distinguishes pooled connections to `addr` made with this config.
+    /// What distinguishes pooled connections to `addr` made with this
+    /// config: the name verified and what it was verified against.
     pub fn identity(&self, addr: SocketAddr) -> Arc<str> {
-        Arc::from(format!("{:?}", self.server_name(addr)).as_str())
+        Arc::from(format!("{:?}/{:x}", self.server_name(addr), self.trust).as_str())
+    }
+
+    /// [`Self::identity`]'s trust part, for Pingora's connection pool (the
+    /// HTTP/2 path), which tells peers apart by `group_key`.
+    pub fn trust_key(&self) -> u64 {
+        self.trust
     }
 }
 
