@@ -7,10 +7,9 @@
 //! deadlines hold; the request rate answers 429 over h2 too.
 //!
 //! Most clients here speak HTTP/2 frame by frame (`tls::h2raw`), so what
-//! the proxy sends is seen as sent. Three tests are ignored until the proxy
-//! enforces them: a keep-alive head's deadline, a body that stalls with
-//! its head, and a stalled body on a connection kept busy with PINGs.
-//! Deadlines are short (2 s) and checked with generous slack, as in
+//! the proxy sends is seen as sent: a keep-alive head's deadline, a body
+//! that stalls with its head, and a stalled body on a connection kept busy
+//! with PINGs are staged frame by frame. Deadlines are short (2 s) and checked with generous slack, as in
 //! `edge.rs`: no earlier than the deadline minus 250 ms, no later than 6 s
 //! after it.
 
@@ -281,7 +280,6 @@ async fn a_connection_without_a_first_request_closes_at_the_header_deadline() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "proxy: after the first request an HTTP/2 head has no header_timeout (proxy/src/h2.rs ConnWatch deadline applies while requests == 0 only)"]
 async fn a_keepalive_request_head_has_the_header_deadline_too() {
     let _heavy = HEAVY.lock().await;
     let edge = Edge::start("header_timeout = \"2s\"\nkeepalive_timeout = \"30s\"").await;
@@ -399,7 +397,6 @@ async fn a_stalled_body_is_abandoned_at_the_body_timeout() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "proxy: H2Io arms the body deadline only when its read parks; a body wait counted after that (request_filter) wakes no timer, so a keep-alive stream never times out"]
 async fn a_body_that_stalls_with_its_head_is_abandoned_too() {
     let _heavy = HEAVY.lock().await;
     let edge = Edge::start("body_timeout = \"2s\"\nheader_timeout = \"30s\"").await;
@@ -408,7 +405,6 @@ async fn a_body_that_stalls_with_its_head_is_abandoned_too() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "proxy: H2Io counts any byte as body progress and Pingora's H2 set_read_timeout is a no-op, so PINGs keep a stalled body alive"]
 async fn a_stalled_body_is_abandoned_even_when_the_connection_keeps_pinging() {
     let _heavy = HEAVY.lock().await;
     let edge = Edge::start("body_timeout = \"2s\"\nheader_timeout = \"30s\"").await;

@@ -14,30 +14,22 @@
 //! `body_timeout`. WebSockets stay on HTTP/1.1 (no extended CONNECT is
 //! advertised), so browsers open a separate HTTP/1.1 connection for them.
 
-use std::collections::HashMap;
-use std::future::Future;
+mod io;
+
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, LazyLock, Mutex, OnceLock};
-use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora_core::apps::{HttpServerOptions, ServerApp};
 use pingora_core::protocols::http::v2::server::H2Options;
-use pingora_core::protocols::tls::SslDigest;
-use pingora_core::protocols::{
-    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl,
-    TimingDigest, UniqueID, UniqueIDType, ALPN,
-};
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_core::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{HttpProxy, ProxyHttp, Session};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::access_log::Entry;
 use crate::admission::Verdict;
@@ -49,6 +41,7 @@ use crate::routing::{self, Selection};
 use crate::runtime::{RouteRt, Runtime};
 use crate::sticky;
 use crate::stream::ClientStream;
+use io::{watch_of, BodyWait, H2Io};
 
 /// The Pingora applications, one per listener, made at start.
 static APPS: OnceLock<Vec<Arc<HttpProxy<H2App>>>> = OnceLock::new();
@@ -91,232 +84,6 @@ pub async fn serve(process: Arc<Process>, info: ConnInfo, stream: ClientStream) 
     let shutdown = process.shutdown_watch();
     ServerApp::process_new(&app, Box::new(io), &shutdown).await;
 }
-
-/// What the request path tells a connection's reader about its streams:
-/// Pingora's HTTP/2 session has no read deadline of its own (its body read
-/// is marked TODO upstream), so the deadlines are enforced on the bytes.
-#[derive(Debug, Default)]
-struct ConnWatch {
-    /// Requests seen on the connection.
-    requests: AtomicU64,
-    /// Streams whose request body is still arriving.
-    waiting_bodies: AtomicI64,
-}
-
-/// The watches of open HTTP/2 connections, by client address (the request
-/// path finds its connection's watch from the address Pingora reports).
-static WATCHES: LazyLock<Mutex<HashMap<SocketAddr, Arc<ConnWatch>>>> =
-    LazyLock::new(|| Mutex::new(HashMap::new()));
-
-fn watch_of(addr: Option<SocketAddr>) -> Option<Arc<ConnWatch>> {
-    let addr = addr?;
-    WATCHES
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(&addr)
-        .cloned()
-}
-
-/// Holds a stream in `waiting_bodies` until its body has arrived.
-struct BodyWait(Arc<ConnWatch>);
-
-impl Drop for BodyWait {
-    fn drop(&mut self) {
-        self.0.waiting_bodies.fetch_sub(1, Relaxed);
-    }
-}
-
-/// A client's TLS stream in the shape Pingora's HTTP/2 server takes, with
-/// the client's address (after any PROXY header) and TLS facts attached,
-/// and the deadlines Pingora lacks: the first request's head must arrive
-/// within `header_timeout` of the connection's start, and while any stream
-/// waits for request body bytes, the connection must deliver a byte within
-/// `body_timeout`. Past either, reads fail and the connection closes.
-struct H2Io {
-    inner: ClientStream,
-    socket: Arc<SocketDigest>,
-    ssl: Arc<SslDigest>,
-    id: UniqueIDType,
-    established: std::time::SystemTime,
-    client: SocketAddr,
-    watch: Arc<ConnWatch>,
-    first_request_by: tokio::time::Instant,
-    body_timeout: Duration,
-    last_read: tokio::time::Instant,
-    timer: Pin<Box<tokio::time::Sleep>>,
-}
-
-impl Drop for H2Io {
-    fn drop(&mut self) {
-        WATCHES
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.client);
-    }
-}
-
-impl std::fmt::Debug for H2Io {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("H2Io")
-    }
-}
-
-impl H2Io {
-    fn new(
-        inner: ClientStream,
-        info: &ConnInfo,
-        header_timeout: Duration,
-        body_timeout: Duration,
-    ) -> Self {
-        use std::os::fd::AsRawFd;
-        let fd = inner.tcp().as_raw_fd();
-        let socket = SocketDigest::from_raw_fd(fd);
-        let _ = socket
-            .peer_addr
-            .set(Some(pingora_core::protocols::l4::socket::SocketAddr::Inet(
-                info.client,
-            )));
-        let (version, cipher) = match &inner {
-            ClientStream::Tls(s) => {
-                let conn = s.get_ref().1;
-                (
-                    conn.protocol_version()
-                        .map_or("", |v| v.as_str().unwrap_or("")),
-                    conn.negotiated_cipher_suite()
-                        .and_then(|c| c.suite().as_str())
-                        .unwrap_or(""),
-                )
-            }
-            ClientStream::Plain(_) => ("", ""),
-        };
-        let watch = Arc::new(ConnWatch::default());
-        WATCHES
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(info.client, watch.clone());
-        let first_request_by = info.accepted + header_timeout;
-        Self {
-            inner,
-            socket: Arc::new(socket),
-            ssl: Arc::new(SslDigest::new(cipher, version, None, None, Vec::new())),
-            id: fd,
-            established: std::time::SystemTime::now(),
-            client: info.client,
-            watch,
-            first_request_by,
-            body_timeout,
-            last_read: tokio::time::Instant::now(),
-            timer: Box::pin(tokio::time::sleep_until(first_request_by)),
-        }
-    }
-
-    /// The instant reads must have made progress by, if any deadline applies.
-    fn deadline(&self) -> Option<tokio::time::Instant> {
-        let first = (self.watch.requests.load(Relaxed) == 0).then_some(self.first_request_by);
-        let body = (self.watch.waiting_bodies.load(Relaxed) > 0)
-            .then(|| self.last_read + self.body_timeout);
-        match (first, body) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
-    }
-}
-
-impl AsyncRead for H2Io {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        match Pin::new(&mut self.inner).poll_read(cx, buf) {
-            Poll::Ready(r) => {
-                if buf.filled().len() > before {
-                    self.last_read = tokio::time::Instant::now();
-                }
-                Poll::Ready(r)
-            }
-            Poll::Pending => {
-                let Some(deadline) = self.deadline() else {
-                    return Poll::Pending;
-                };
-                if self.timer.deadline() != deadline {
-                    self.timer.as_mut().reset(deadline);
-                }
-                match self.timer.as_mut().poll(cx) {
-                    Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        "client missed its HTTP/2 header or body deadline",
-                    ))),
-                    Poll::Pending => Poll::Pending,
-                }
-            }
-        }
-    }
-}
-
-impl AsyncWrite for H2Io {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
-#[async_trait]
-impl Shutdown for H2Io {
-    async fn shutdown(&mut self) {
-        use tokio::io::AsyncWriteExt;
-        let _ = self.inner.shutdown().await;
-    }
-}
-
-impl UniqueID for H2Io {
-    fn id(&self) -> UniqueIDType {
-        self.id
-    }
-}
-
-impl Ssl for H2Io {
-    fn get_ssl_digest(&self) -> Option<Arc<SslDigest>> {
-        Some(self.ssl.clone())
-    }
-    fn selected_alpn_proto(&self) -> Option<ALPN> {
-        Some(ALPN::H2)
-    }
-}
-
-impl GetTimingDigest for H2Io {
-    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
-        vec![Some(TimingDigest {
-            established_ts: self.established,
-            ..Default::default()
-        })]
-    }
-}
-
-impl GetProxyDigest for H2Io {
-    fn get_proxy_digest(&self) -> Option<Arc<pingora_core::protocols::raw_connect::ProxyDigest>> {
-        None
-    }
-}
-
-impl GetSocketDigest for H2Io {
-    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
-        Some(self.socket.clone())
-    }
-}
-
-#[async_trait]
-impl Peek for H2Io {}
 
 /// The `ProxyHttp` application of one listener.
 pub struct H2App {
@@ -403,8 +170,7 @@ impl ProxyHttp for H2App {
         if let Some(watch) = watch_of(client_addr) {
             watch.requests.fetch_add(1, Relaxed);
             if !session.is_body_empty() {
-                watch.waiting_bodies.fetch_add(1, Relaxed);
-                ctx.body_wait = Some(BodyWait(watch));
+                ctx.body_wait = Some(BodyWait::start(watch));
             }
         }
         let req = session.req_header();
