@@ -14,6 +14,9 @@
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
 
 use crate::config::Limits;
 use crate::limits::{self, AtCap, ConcurrencyGuard, ConcurrencyLimiter, Decision, SketchShape};
@@ -45,23 +48,52 @@ pub enum Verdict {
 #[derive(Debug)]
 pub enum ConnSlot {
     /// A place under `[server] max_connections`.
-    Process(Arc<AtomicUsize>),
+    Process(Arc<Places>),
     /// A place under a per-address cap.
     PerAddress(ConcurrencyGuard),
 }
 
 impl Drop for ConnSlot {
     fn drop(&mut self) {
-        if let ConnSlot::Process(count) = self {
-            count.fetch_sub(1, Relaxed);
+        if let ConnSlot::Process(places) = self {
+            places.open.fetch_sub(1, Relaxed);
+            places.freed.notify_one();
         }
     }
 }
 
+/// The places under `[server] max_connections`, and the reclaiming of idle
+/// ones. At the cap, as nginx does when its `worker_connections` run out, a
+/// new connection asks an idle client connection (one waiting for its
+/// first request byte or its next keep-alive request) to close and takes
+/// its place; only when none gives way within [`RECLAIM_WAIT`] is the new
+/// connection refused. A flood of idle connections therefore cannot lock
+/// out a real client, while connections that are mid-request keep theirs.
+#[derive(Debug, Default)]
+pub struct Places {
+    open: AtomicUsize,
+    /// Reclaims asked for and not yet answered by an idle connection.
+    asked: AtomicUsize,
+    /// New connections waiting for a place.
+    waiting: AtomicUsize,
+    /// Wakes an idle connection to give its place up.
+    idle: Notify,
+    /// Wakes a waiting new connection when a place is given back.
+    freed: Notify,
+}
+
+/// How long a connection that arrives at the cap waits for an idle one to
+/// give way before it is refused.
+pub const RECLAIM_WAIT: Duration = Duration::from_millis(200);
+
+/// How many connections may wait for a place at once; beyond, new ones are
+/// refused at once, so a burst cannot hold descriptors over the cap.
+pub const RECLAIM_WAITERS: usize = 64;
+
 /// The process' admission state.
 #[derive(Debug)]
 pub struct Admission {
-    open: Arc<AtomicUsize>,
+    places: Arc<Places>,
     max_connections: AtomicUsize,
     per_ip_connections: Arc<ConcurrencyLimiter>,
     per_ip_websockets: Arc<ConcurrencyLimiter>,
@@ -76,7 +108,7 @@ impl Admission {
     /// the per-address caps of `limits`.
     pub fn new(max_connections: usize, limits: &Limits) -> Self {
         Self {
-            open: Arc::new(AtomicUsize::new(0)),
+            places: Arc::default(),
             max_connections: AtomicUsize::new(max_connections),
             per_ip_connections: ConcurrencyLimiter::new(
                 cap_of(limits.max_connections_per_ip),
@@ -108,17 +140,67 @@ impl Admission {
 
     /// Client connections open now.
     pub fn open_connections(&self) -> usize {
-        self.open.load(Relaxed)
+        self.places.open.load(Relaxed)
     }
 
     /// A place for a newly accepted connection under `[server]
-    /// max_connections`, or `None`: then the connection is closed at once.
+    /// max_connections`, or `None` at the cap (then see [`Self::reclaim`]).
     pub fn accept(&self) -> Option<ConnSlot> {
         let max = self.max_connections.load(Relaxed);
-        self.open
+        self.places
+            .open
             .fetch_update(Relaxed, Relaxed, |n| (n < max).then_some(n + 1))
             .ok()
-            .map(|_| ConnSlot::Process(self.open.clone()))
+            .map(|_| ConnSlot::Process(self.places.clone()))
+    }
+
+    /// At the cap: ask one idle connection to give its place up and wait
+    /// up to [`RECLAIM_WAIT`] for a place. `None`: refuse the connection.
+    pub async fn reclaim(&self) -> Option<ConnSlot> {
+        let places = &self.places;
+        if places.waiting.fetch_add(1, Relaxed) >= RECLAIM_WAITERS {
+            places.waiting.fetch_sub(1, Relaxed);
+            return None;
+        }
+        places.asked.fetch_add(1, Relaxed);
+        places.idle.notify_one();
+        let deadline = tokio::time::Instant::now() + RECLAIM_WAIT;
+        let slot = loop {
+            let freed = places.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            if let Some(slot) = self.accept() {
+                break Some(slot);
+            }
+            tokio::select! {
+                _ = freed => {}
+                _ = tokio::time::sleep_until(deadline) => break self.accept(),
+            }
+        };
+        places.waiting.fetch_sub(1, Relaxed);
+        if slot.is_none() {
+            // Nobody gave way: take the request back, so that a connection
+            // going idle later is not closed for nothing.
+            let _ = places
+                .asked
+                .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1));
+        }
+        slot
+    }
+
+    /// Resolves when a new connection may want an idle one's place; then
+    /// [`Self::give_way`] says whether this one should close.
+    pub async fn place_wanted(&self) {
+        self.places.idle.notified().await
+    }
+
+    /// Whether an idle connection woken by [`Self::place_wanted`] should
+    /// close now (one close per reclaim asked).
+    pub fn give_way(&self) -> bool {
+        self.places
+            .asked
+            .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1))
+            .is_ok()
     }
 
     /// A place for a connection from `ip` under `max_connections_per_ip`
@@ -218,5 +300,64 @@ mod tests {
         assert!(z.is_some());
         drop((y, z));
         assert_eq!(a.open_connections(), 0);
+    }
+
+    /// An idle connection parked as `h1` parks one: it gives its place up
+    /// when asked.
+    async fn idle(a: Arc<Admission>, slot: ConnSlot) {
+        loop {
+            a.place_wanted().await;
+            if a.give_way() {
+                drop(slot);
+                return;
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn at_the_cap_an_idle_connection_gives_its_place_up() {
+        let a = Arc::new(Admission::new(1, &Limits::default()));
+        let held = a.accept().unwrap();
+        let idler = tokio::spawn(idle(a.clone(), held));
+        tokio::task::yield_now().await;
+        assert!(a.accept().is_none());
+        let slot = a.reclaim().await;
+        assert!(slot.is_some(), "no place was given up");
+        idler.await.unwrap();
+        assert_eq!(a.open_connections(), 1);
+    }
+
+    #[test]
+    fn an_idle_connection_on_another_thread_gives_way() {
+        let a = Arc::new(Admission::new(1, &Limits::default()));
+        let held = a.accept().unwrap();
+        let a2 = a.clone();
+        let t = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let h = tokio::spawn(idle(a2, held));
+                h.await.unwrap();
+            });
+        });
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let slot = rt.block_on(a.reclaim());
+        assert!(slot.is_some(), "no place was given up");
+        t.join().unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_nobody_idle_a_reclaim_is_refused_and_taken_back() {
+        let a = Admission::new(1, &Limits::default());
+        let _busy = a.accept().unwrap();
+        assert!(a.reclaim().await.is_none());
+        // The request was taken back: a connection going idle later stays.
+        assert!(!a.give_way());
     }
 }

@@ -181,8 +181,17 @@ async fn accept_loop(process: Arc<Process>, index: usize, listener: tokio::net::
                     tokio::spawn(crate::conn::serve(process.clone(), index, tcp, peer, slot));
                 }
                 None => {
-                    stats.refused_max_connections.fetch_add(1, Relaxed);
-                    drop(tcp);
+                    // At the cap: an idle connection may give way.
+                    let (process, stats) = (process.clone(), stats.clone());
+                    tokio::spawn(async move {
+                        match process.admission.reclaim().await {
+                            Some(slot) => crate::conn::serve(process, index, tcp, peer, slot).await,
+                            None => {
+                                stats.refused_max_connections.fetch_add(1, Relaxed);
+                                drop(tcp);
+                            }
+                        }
+                    });
                 }
             },
             Err(e) => {

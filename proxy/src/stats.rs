@@ -167,6 +167,9 @@ pub struct ListenerStats {
     pub tls_failures: AtomicU64,
     /// Connections refused by `[server] max_connections`.
     pub refused_max_connections: AtomicU64,
+    /// Idle connections closed to make room for a new one at
+    /// `[server] max_connections`.
+    pub reclaimed_idle: AtomicU64,
     /// Connections refused by `max_connections_per_ip`.
     pub refused_per_ip: AtomicU64,
     /// Requests and upgrades answered 429.

@@ -117,15 +117,18 @@ async fn sigusr2_starts_the_new_binary_which_takes_the_listeners_over() {
     assert_eq!(served_pid(&old).await, Some(old_pid));
 
     old.child.signal(libc::SIGUSR2);
-    let mut new_pid = None;
+    // The first pid other than the old one that the admin listener reports
+    // is the new process (during the hand-over either may answer).
+    let seen = std::sync::Mutex::new(None);
     let took_over = eventually(WITHIN, || async {
-        let pid = served_pid(&old).await;
-        pid.is_some_and(|p| p != old_pid)
+        let pid = served_pid(&old).await.filter(|&p| p != old_pid);
+        if let Some(p) = pid {
+            seen.lock().unwrap().get_or_insert(p);
+        }
+        pid.is_some()
     })
     .await;
-    if took_over {
-        new_pid = served_pid(&old).await;
-    }
+    let new_pid = *seen.lock().unwrap();
     let _reap = new_pid.map(|p| KillOnDrop(p as u32));
     assert!(took_over, "no new process serves\n{}", old.child.log());
     let exited = eventually(WITHIN, || {

@@ -134,6 +134,7 @@ fn listener(l: &ListenerFigures) -> Value {
         "tls_handshakes": l.tls_handshakes,
         "tls_failures": l.tls_failures,
         "refused": refused,
+        "reclaimed_idle": l.reclaimed_idle,
         "certificates": l.certificates.iter().map(certificate).collect::<Vec<_>>(),
     })
 }

@@ -223,6 +223,8 @@ pub struct ListenerFigures {
     pub tls_failures: u64,
     /// Refusals, in [`REFUSAL_REASONS`] order.
     pub refused: [u64; REFUSAL_REASONS.len()],
+    /// Idle connections closed to make room at `max_connections`.
+    pub reclaimed_idle: u64,
     /// Its certificates, default first.
     pub certificates: Vec<CertFigures>,
 }
@@ -246,6 +248,7 @@ impl ListenerFigures {
                 n(&s.header_timeouts),
                 n(&s.bad_requests),
             ],
+            reclaimed_idle: n(&s.reclaimed_idle),
             certificates: Vec::new(),
         }
     }
@@ -472,6 +475,7 @@ pub fn sample() -> Figures {
             tls_handshakes: 8,
             tls_failures: 0,
             refused: [0, 0, 2, 0, 0, 1],
+            reclaimed_idle: 4,
             certificates: vec![CertFigures {
                 at: "listener[0].tls".into(),
                 file: "cert.pem".into(),

@@ -90,6 +90,8 @@ specs! {
         "Failed or timed-out TLS handshakes";
     LISTENER_REFUSED: COUNTER "ringway_listener_refused_total" &["listener", "reason"],
         "Connections and requests refused, by reason";
+    LISTENER_RECLAIMED: COUNTER "ringway_listener_idle_reclaimed_total" LISTENER,
+        "Idle connections closed to make room for new ones at max_connections";
     CERT_EXPIRY: GAUGE "ringway_tls_certificate_expiry_timestamp_seconds" &["listener", "at", "file"],
         "When the certificate expires (notAfter), in seconds since the Unix epoch";
     BUILD_INFO: GAUGE "ringway_build_info" &["version"], "Always 1; the running version";
@@ -282,6 +284,7 @@ pub fn families(f: &Figures) -> Vec<MetricFamily> {
     let mut tls = Family::of(&LISTENER_TLS);
     let mut tls_failures = Family::of(&LISTENER_TLS_FAILURES);
     let mut refused = Family::of(&LISTENER_REFUSED);
+    let mut reclaimed = Family::of(&LISTENER_RECLAIMED);
     let mut expiry = Family::of(&CERT_EXPIRY);
     for l in &f.listeners {
         let name = l.listen.to_string();
@@ -296,6 +299,7 @@ pub fn families(f: &Figures) -> Vec<MetricFamily> {
         for (reason, count) in REFUSAL_REASONS.iter().zip(l.refused) {
             refused.counter(&[&name, reason], count);
         }
+        reclaimed.counter(&n, l.reclaimed_idle);
         for c in &l.certificates {
             let secs = c
                 .not_after
@@ -304,7 +308,16 @@ pub fn families(f: &Figures) -> Vec<MetricFamily> {
             expiry.gauge(&[&name, &c.at, &c.file], secs);
         }
     }
-    for fam in [open, conns, reqs, tls, tls_failures, refused, expiry] {
+    for fam in [
+        open,
+        conns,
+        reqs,
+        tls,
+        tls_failures,
+        refused,
+        reclaimed,
+        expiry,
+    ] {
         done(fam);
     }
 

@@ -172,7 +172,7 @@ async fn read_head(
             Some(d) => d,
             None => Instant::now() + limits.keepalive_timeout,
         };
-        if !wait_first_byte(process, client, idle_until).await {
+        if !wait_first_byte(process, client, idle_until, info.listener).await {
             return Err(NoHead::Quiet);
         }
     }
@@ -204,24 +204,44 @@ async fn read_head(
 }
 
 /// Wait until the client sends something, holding no buffer, or until
-/// `until` or shutdown. Returns whether bytes are waiting.
-async fn wait_first_byte(process: &Process, client: &mut ClientStream, until: Instant) -> bool {
+/// `until` or shutdown, or until a new connection at `max_connections`
+/// wants this idle one's place. Returns whether bytes are waiting.
+async fn wait_first_byte(
+    process: &Process,
+    client: &mut ClientStream,
+    until: Instant,
+    listener: usize,
+) -> bool {
     let mut shutdown = process.shutdown_watch();
     if *shutdown.borrow() {
         return false;
     }
-    let ready = async {
-        match client {
-            // Readiness only: an idle plain connection owns no buffer.
-            ClientStream::Plain(tcp) => tcp.readable().await.is_ok(),
-            // TLS may hold decrypted bytes already; the first fill reads them.
-            ClientStream::Tls(_) => true,
+    loop {
+        let ready = async {
+            match &*client {
+                // A one-byte peek, not readiness alone (a fresh socket can
+                // report readable with nothing to read): an idle plain
+                // connection owns no buffer, and one that was closed ends.
+                ClientStream::Plain(tcp) => matches!(tcp.peek(&mut [0u8; 1]).await, Ok(1)),
+                // TLS may hold decrypted bytes already; the first fill reads them.
+                ClientStream::Tls(_) => true,
+            }
+        };
+        tokio::select! {
+            ready = ready => return ready,
+            _ = tokio::time::sleep_until(until) => return false,
+            _ = shutdown.changed() => return false,
+            _ = process.admission.place_wanted() => {
+                if process.admission.give_way() {
+                    process
+                        .stats
+                        .listener(listener)
+                        .reclaimed_idle
+                        .fetch_add(1, Relaxed);
+                    return false;
+                }
+            }
         }
-    };
-    tokio::select! {
-        ready = ready => ready,
-        _ = tokio::time::sleep_until(until) => false,
-        _ = shutdown.changed() => false,
     }
 }
 
