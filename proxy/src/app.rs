@@ -36,6 +36,10 @@ pub enum StartError {
     /// The access log cannot be opened.
     #[error("log.access: {0}")]
     AccessLog(std::io::Error),
+    /// The upgrade socket's directory does not exist, so a later binary
+    /// upgrade could not hand the listeners over.
+    #[error("server.upgrade_sock: the directory {0} does not exist")]
+    UpgradeSock(String),
 }
 
 /// Descriptors kept free beyond two per client connection: health checks,
@@ -94,6 +98,13 @@ fn upgrade_sock(config: &Config) -> PathBuf {
 /// shutdown. `upgrade` takes the listeners over from a running instance.
 pub fn run(config: Config, config_path: &Path, upgrade: bool) -> Result<(), StartError> {
     let max_connections = connection_cap(&config)?;
+    let sock = upgrade_sock(&config);
+    if let Some(dir) = sock
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty() && !d.is_dir())
+    {
+        return Err(StartError::UpgradeSock(dir.display().to_string()));
+    }
     let runtime = Runtime::build(&config, None, &crate::config::base_dir(config_path))
         .map_err(StartError::Config)?;
     crate::reload::warn_expiring(&runtime);
@@ -110,7 +121,7 @@ pub fn run(config: Config, config_path: &Path, upgrade: bool) -> Result<(), Star
         threads: 1,
         grace_period_seconds: Some(config.server.grace_period.as_secs()),
         graceful_shutdown_timeout_seconds: Some(config.server.graceful_shutdown_timeout.as_secs()),
-        upgrade_sock: upgrade_sock(&config).display().to_string(),
+        upgrade_sock: sock.display().to_string(),
         ..ServerConf::default()
     };
     let opt = Opt {

@@ -126,3 +126,28 @@ servers = [
         assert!(text.contains(path), "missing an error at {path}:\n{text}");
     }
 }
+
+#[tokio::test]
+async fn a_missing_upgrade_socket_directory_is_refused_at_start() {
+    let config = ringway_tests::configs::ProxyConfig {
+        extra: String::new(),
+        ..ringway_tests::configs::ProxyConfig::over([ringway_tests::free_addr()])
+    }
+    .toml()
+    .replace(
+        "[server]\n",
+        "[server]\nupgrade_sock = \"/nonexistent-ringway-dir/upgrade.sock\"\n",
+    );
+    let mut proxy = ringway_tests::Proxy::spawn(&config, &[]);
+    let exited = ringway_tests::backend::eventually(std::time::Duration::from_secs(10), || {
+        let done = proxy.child.try_wait().is_some_and(|s| !s.success());
+        async move { done }
+    })
+    .await;
+    let log = proxy.child.log();
+    assert!(exited, "the proxy started anyway:\n{log}");
+    assert!(
+        log.contains("server.upgrade_sock: the directory /nonexistent-ringway-dir does not exist"),
+        "{log}"
+    );
+}
