@@ -269,7 +269,10 @@ mod tests {
     fn ipv6_counts_by_slash_64() {
         let a = Admission::new(settings(0, 1, 0));
         let _p = a.enter(ip("2001:db8:1:2::1")).unwrap();
-        assert_eq!(a.enter(ip("2001:db8:1:2::ffff")).err(), Some(Refusal::PerIp));
+        assert_eq!(
+            a.enter(ip("2001:db8:1:2::ffff")).err(),
+            Some(Refusal::PerIp)
+        );
         assert!(a.enter(ip("2001:db8:1:3::1")).is_ok());
     }
 
@@ -282,7 +285,10 @@ mod tests {
         a.bind_user(&mut p2, "ann").unwrap();
         assert!(a.allow_publish("ann"));
         assert!(a.allow_publish("ann"));
-        assert!(!a.allow_publish("ann"), "burst of 2 shared by both connections");
+        assert!(
+            !a.allow_publish("ann"),
+            "burst of 2 shared by both connections"
+        );
         assert!(a.allow_direct("ann"));
         assert!(!a.allow_direct("ann"));
     }
@@ -291,10 +297,20 @@ mod tests {
     fn forwarded_for_is_believed_from_trusted_peers_only() {
         let trusted = vec!["10.0.0.0/8".parse().unwrap()];
         let mut h = HeaderMap::new();
-        h.insert("x-forwarded-for", "6.6.6.6, 7.7.7.7, 10.1.1.1".parse().unwrap());
-        assert_eq!(client_ip(&trusted, ip("8.8.8.8"), &h), ip("8.8.8.8"), "untrusted peer");
+        h.insert(
+            "x-forwarded-for",
+            "6.6.6.6, 7.7.7.7, 10.1.1.1".parse().unwrap(),
+        );
+        assert_eq!(
+            client_ip(&trusted, ip("8.8.8.8"), &h),
+            ip("8.8.8.8"),
+            "untrusted peer"
+        );
         assert_eq!(client_ip(&trusted, ip("10.0.0.1"), &h), ip("7.7.7.7"));
-        assert_eq!(client_ip(&trusted, ip("10.0.0.1"), &HeaderMap::new()), ip("10.0.0.1"));
+        assert_eq!(
+            client_ip(&trusted, ip("10.0.0.1"), &HeaderMap::new()),
+            ip("10.0.0.1")
+        );
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", "junk, 10.2.2.2".parse().unwrap());
         assert_eq!(client_ip(&trusted, ip("10.0.0.1"), &h), ip("10.2.2.2"));

@@ -81,8 +81,10 @@ fn unauthorized(sent: bool) -> Response {
         "unauthorized",
         "Authorization: Bearer <API_KEY> is required",
     );
-    resp.headers_mut()
-        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+    resp.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static(challenge),
+    );
     resp
 }
 
@@ -123,7 +125,10 @@ fn room_of(target: &Target, fields: &HashMap<&str, &RawValue>) -> Result<String,
         Target::Broadcast => Ok(protocol::BROADCAST_ROOM.to_owned()),
         Target::Direct => match string_field(fields, "to")? {
             Some(to) if protocol::valid_user(&to) => Ok(protocol::inbox(&to)),
-            Some(_) => Err(bad("bad_request", "`to` must be a user id (1-64 characters of A-Z a-z 0-9 - _ . : ~ @ +)")),
+            Some(_) => Err(bad(
+                "bad_request",
+                "`to` must be a user id (1-64 characters of A-Z a-z 0-9 - _ . : ~ @ +)",
+            )),
             None => Err(bad("bad_request", "`to` is required")),
         },
         Target::Publish => {
@@ -148,7 +153,13 @@ async fn handle(node: &Node, headers: &HeaderMap, body: &[u8], target: Target) -
     }
     let fields: HashMap<&str, &RawValue> = match serde_json::from_slice(body) {
         Ok(f) => f,
-        Err(_) => return error(StatusCode::BAD_REQUEST, "bad_json", "the body must be a JSON object"),
+        Err(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_json",
+                "the body must be a JSON object",
+            )
+        }
     };
     let room = match room_of(&target, &fields) {
         Ok(room) => room,
@@ -160,7 +171,9 @@ async fn handle(node: &Node, headers: &HeaderMap, body: &[u8], target: Target) -
     let id = fields.get("id").copied();
     if let Some(id) = id {
         let first = id.get().as_bytes()[0];
-        if !(first == b'"' || first == b'-' || first.is_ascii_digit()) || id.get().len() > MAX_ID_LEN {
+        if !(first == b'"' || first == b'-' || first.is_ascii_digit())
+            || id.get().len() > MAX_ID_LEN
+        {
             return error(
                 StatusCode::BAD_REQUEST,
                 "bad_request",
@@ -170,13 +183,23 @@ async fn handle(node: &Node, headers: &HeaderMap, body: &[u8], target: Target) -
     }
     let from = match string_field(&fields, "from") {
         Ok(Some(from)) if protocol::valid_user(&from) => from,
-        Ok(Some(_)) => return error(StatusCode::BAD_REQUEST, "bad_request", "`from` must be a user id"),
+        Ok(Some(_)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "`from` must be a user id",
+            )
+        }
         Ok(None) => DEFAULT_FROM.to_owned(),
         Err(resp) => return resp,
     };
     let body = protocol::message_body(&from, now_ms(), data);
     let key = id.map(|id| IdempotencyKey::new(NAMESPACE, id.get()));
-    match node.broker.publish(&room, &body, now_us(), key.as_ref()).await {
+    match node
+        .broker
+        .publish(&room, &body, now_us(), key.as_ref())
+        .await
+    {
         Ok(published) => {
             if published.repeated {
                 node.metrics.publishes_repeated.inc();

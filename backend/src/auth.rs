@@ -243,30 +243,51 @@ mod tests {
         assert!(!id.may_broadcast);
         assert_eq!(id.metadata["plan"], "pro");
         assert_eq!(id.expires, Some(exp));
-        assert!(!id.permissions.may_join("lobby"), "no rooms claim: no rooms");
+        assert!(
+            !id.permissions.may_join("lobby"),
+            "no rooms claim: no rooms"
+        );
 
         assert_eq!(
             auth.identify(None, Some("bob"), "s"),
             Err(AuthError::Missing)
         );
         let cases = [
-            ("wrong key", token("other", json!({"sub": "bob", "exp": now() + 60}))),
-            ("expired", token(KEY, json!({"sub": "bob", "exp": now() - 120}))),
+            (
+                "wrong key",
+                token("other", json!({"sub": "bob", "exp": now() + 60})),
+            ),
+            (
+                "expired",
+                token(KEY, json!({"sub": "bob", "exp": now() - 120})),
+            ),
             (
                 "not yet valid",
-                token(KEY, json!({"sub": "bob", "nbf": now() + 120, "exp": now() + 600})),
+                token(
+                    KEY,
+                    json!({"sub": "bob", "nbf": now() + 120, "exp": now() + 600}),
+                ),
             ),
             ("no sub", token(KEY, json!({"exp": now() + 60}))),
-            ("no exp", token(KEY, json!({"sub": "ops", "broadcast": true}))),
+            (
+                "no exp",
+                token(KEY, json!({"sub": "ops", "broadcast": true})),
+            ),
             (
                 "bad pattern",
-                token(KEY, json!({"sub": "bob", "exp": now() + 60, "rooms": {"join": ["a*b"]}})),
+                token(
+                    KEY,
+                    json!({"sub": "bob", "exp": now() + 60, "rooms": {"join": ["a*b"]}}),
+                ),
             ),
             ("garbage", "not.a.token".to_owned()),
         ];
         for (why, t) in cases {
             assert!(
-                matches!(auth.identify(Some(&t), None, "s"), Err(AuthError::Invalid(_))),
+                matches!(
+                    auth.identify(Some(&t), None, "s"),
+                    Err(AuthError::Invalid(_))
+                ),
                 "{why}"
             );
         }
@@ -289,12 +310,27 @@ mod tests {
         let auth = Auth::new(&settings(Some("chat"), Some("https://id.example")));
         let exp = now() + 60;
         let with = |claims: serde_json::Value| auth.verify(&token(KEY, claims));
-        assert!(with(json!({"sub": "b", "exp": exp, "aud": "chat", "iss": "https://id.example"})).is_ok());
-        assert!(with(json!({"sub": "b", "exp": exp, "aud": ["x", "chat"], "iss": "https://id.example"})).is_ok());
-        assert!(with(json!({"sub": "b", "exp": exp, "aud": "other", "iss": "https://id.example"})).is_err());
-        assert!(with(json!({"sub": "b", "exp": exp, "iss": "https://id.example"})).is_err(), "aud required");
+        assert!(
+            with(json!({"sub": "b", "exp": exp, "aud": "chat", "iss": "https://id.example"}))
+                .is_ok()
+        );
+        assert!(with(
+            json!({"sub": "b", "exp": exp, "aud": ["x", "chat"], "iss": "https://id.example"})
+        )
+        .is_ok());
+        assert!(
+            with(json!({"sub": "b", "exp": exp, "aud": "other", "iss": "https://id.example"}))
+                .is_err()
+        );
+        assert!(
+            with(json!({"sub": "b", "exp": exp, "iss": "https://id.example"})).is_err(),
+            "aud required"
+        );
         assert!(with(json!({"sub": "b", "exp": exp, "aud": "chat", "iss": "evil"})).is_err());
-        assert!(with(json!({"sub": "b", "exp": exp, "aud": "chat"})).is_err(), "iss required");
+        assert!(
+            with(json!({"sub": "b", "exp": exp, "aud": "chat"})).is_err(),
+            "iss required"
+        );
     }
 
     #[test]

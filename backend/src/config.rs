@@ -5,8 +5,8 @@
 //! seconds (fractions allowed, so tests can run fast heartbeats).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::str::FromStr;
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::time::Duration;
 
 use clap::Parser;
@@ -376,14 +376,20 @@ impl Config {
             return invalid("HISTORY_SIZE and HISTORY_TTL must be above 0");
         }
         let secret = cli.jwt_secret.clone().filter(|s| !s.is_empty());
-        if secret.as_ref().is_some_and(|s| s.len() < MIN_JWT_SECRET_BYTES) {
+        if secret
+            .as_ref()
+            .is_some_and(|s| s.len() < MIN_JWT_SECRET_BYTES)
+        {
             return Err(ConfigError::Invalid(format!(
                 "JWT_SECRET must be at least {MIN_JWT_SECRET_BYTES} bytes (a shorter HS256 secret \
                  can be guessed offline from one token); generate one with `openssl rand -base64 48`"
             )));
         }
         let api_key = cli.api_key.clone().filter(|k| !k.is_empty());
-        if api_key.as_ref().is_some_and(|k| k.len() < MIN_API_KEY_BYTES) {
+        if api_key
+            .as_ref()
+            .is_some_and(|k| k.len() < MIN_API_KEY_BYTES)
+        {
             return Err(ConfigError::Invalid(format!(
                 "API_KEY must be at least {MIN_API_KEY_BYTES} bytes; generate one with `openssl rand -base64 32`"
             )));
@@ -397,7 +403,8 @@ impl Config {
             cli.user_publish_burst.unwrap_or(cli.rate_burst),
         );
         let direct_rate = (cli.user_direct_rate, cli.user_direct_burst);
-        for (name, (rate, burst)) in [("USER_PUBLISH", publish_rate), ("USER_DIRECT", direct_rate)] {
+        for (name, (rate, burst)) in [("USER_PUBLISH", publish_rate), ("USER_DIRECT", direct_rate)]
+        {
             if !rate.is_finite() || rate <= 0.0 || burst == 0 {
                 return Err(ConfigError::Invalid(format!(
                     "{name}_RATE and {name}_BURST must be above 0"
@@ -613,7 +620,11 @@ mod tests {
         assert_eq!(cfg.admission.trusted_proxies.len(), 3);
         assert!(parse(&["--trusted-proxies", "nope"]).is_err());
         let cfg = parse(&["--rate-limit", "7", "--rate-burst", "9"]).unwrap();
-        assert_eq!(cfg.admission.publish_rate, (7.0, 9), "defaults follow WS_RATE_*");
+        assert_eq!(
+            cfg.admission.publish_rate,
+            (7.0, 9),
+            "defaults follow WS_RATE_*"
+        );
         assert!(parse(&["--user-direct-rate", "0"]).is_err());
     }
 

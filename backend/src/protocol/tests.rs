@@ -10,8 +10,7 @@ fn code_of(text: &str) -> ErrorCode {
 
 #[test]
 fn frames_parse() {
-    let r =
-        parse(r#"{"type":"join","room":"lobby","since":{"epoch":"e1","offset":4}}"#).unwrap();
+    let r = parse(r#"{"type":"join","room":"lobby","since":{"epoch":"e1","offset":4}}"#).unwrap();
     match r.frame {
         ClientFrame::Join { room, since } => {
             assert_eq!(room, "lobby");

@@ -364,7 +364,10 @@ impl Reader {
                 ))
             }
             RoomKind::Plain => {
-                self.user_rate(self.node.admission.allow_publish(&self.conn.user), "publish")?;
+                self.user_rate(
+                    self.node.admission.allow_publish(&self.conn.user),
+                    "publish",
+                )?;
                 self.store_and_ack(&room, data, id).await
             }
             RoomKind::Inbox(_) => Err(ProtocolError::new(
@@ -414,9 +417,11 @@ impl Reader {
             let frame = protocol::refreshed_frame(None, id.map(RawValue::get));
             return self.send(frame).await;
         }
-        let identity = self.node.auth.verify(token).map_err(|e| {
-            ProtocolError::new(ErrorCode::Unauthorized, e.to_string())
-        })?;
+        let identity = self
+            .node
+            .auth
+            .verify(token)
+            .map_err(|e| ProtocolError::new(ErrorCode::Unauthorized, e.to_string()))?;
         if identity.user != self.conn.user {
             return Err(ProtocolError::new(
                 ErrorCode::Unauthorized,
@@ -436,7 +441,10 @@ impl Reader {
                 "broadcast needs a token with \"broadcast\": true",
             ));
         }
-        self.user_rate(self.node.admission.allow_publish(&self.conn.user), "publish")?;
+        self.user_rate(
+            self.node.admission.allow_publish(&self.conn.user),
+            "publish",
+        )?;
         self.store_and_ack(protocol::BROADCAST_ROOM, data, id).await
     }
 
