@@ -68,6 +68,13 @@ fn error(status: StatusCode, code: &str, message: &str) -> Response {
     (status, Json(json!({"error": code, "message": message}))).into_response()
 }
 
+/// A refusal on its way out (boxed: a `Response` is large for an `Err`).
+type Refused = Box<Response>;
+
+fn refused(status: StatusCode, code: &str, message: &str) -> Refused {
+    Box::new(error(status, code, message))
+}
+
 /// 401 as RFC 6750 says: a challenge, and `invalid_token` when a wrong
 /// key was sent.
 fn unauthorized(sent: bool) -> Response {
@@ -90,7 +97,7 @@ fn unauthorized(sent: bool) -> Response {
 
 /// Whether the request carries the key; compared in constant time, so
 /// the time taken says nothing about how much of a guess was right.
-fn authorized(key: &str, headers: &HeaderMap) -> Result<(), Response> {
+fn authorized(key: &str, headers: &HeaderMap) -> Result<(), Refused> {
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -99,17 +106,17 @@ fn authorized(key: &str, headers: &HeaderMap) -> Result<(), Response> {
             scheme.eq_ignore_ascii_case("bearer").then_some(rest.trim())
         });
     match given {
-        None => Err(unauthorized(false)),
+        None => Err(Box::new(unauthorized(false))),
         Some(given) if bool::from(given.as_bytes().ct_eq(key.as_bytes())) => Ok(()),
-        Some(_) => Err(unauthorized(true)),
+        Some(_) => Err(Box::new(unauthorized(true))),
     }
 }
 
-fn string_field(fields: &HashMap<&str, &RawValue>, name: &str) -> Result<Option<String>, Response> {
+fn string_field(fields: &HashMap<&str, &RawValue>, name: &str) -> Result<Option<String>, Refused> {
     match fields.get(name) {
         None => Ok(None),
         Some(raw) => serde_json::from_str(raw.get()).map(Some).map_err(|_| {
-            error(
+            refused(
                 StatusCode::BAD_REQUEST,
                 "bad_request",
                 &format!("`{name}` must be a string"),
@@ -119,8 +126,8 @@ fn string_field(fields: &HashMap<&str, &RawValue>, name: &str) -> Result<Option<
 }
 
 /// The room a request writes into, checked as a WebSocket frame's would be.
-fn room_of(target: &Target, fields: &HashMap<&str, &RawValue>) -> Result<String, Response> {
-    let bad = |code: &str, m: &str| error(StatusCode::BAD_REQUEST, code, m);
+fn room_of(target: &Target, fields: &HashMap<&str, &RawValue>) -> Result<String, Refused> {
+    let bad = |code: &str, m: &str| refused(StatusCode::BAD_REQUEST, code, m);
     match target {
         Target::Broadcast => Ok(protocol::BROADCAST_ROOM.to_owned()),
         Target::Direct => match string_field(fields, "to")? {
@@ -149,7 +156,7 @@ async fn handle(node: &Node, headers: &HeaderMap, body: &[u8], target: Target) -
         return StatusCode::NOT_FOUND.into_response();
     };
     if let Err(resp) = authorized(key, headers) {
-        return resp;
+        return *resp;
     }
     let fields: HashMap<&str, &RawValue> = match serde_json::from_slice(body) {
         Ok(f) => f,
@@ -163,7 +170,7 @@ async fn handle(node: &Node, headers: &HeaderMap, body: &[u8], target: Target) -
     };
     let room = match room_of(&target, &fields) {
         Ok(room) => room,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     let Some(data) = fields.get("data").copied() else {
         return error(StatusCode::BAD_REQUEST, "bad_request", "`data` is required");
@@ -191,7 +198,7 @@ async fn handle(node: &Node, headers: &HeaderMap, body: &[u8], target: Target) -
             )
         }
         Ok(None) => DEFAULT_FROM.to_owned(),
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     let body = protocol::message_body(&from, now_ms(), data);
     let key = id.map(|id| IdempotencyKey::new(NAMESPACE, id.get()));
