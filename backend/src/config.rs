@@ -6,20 +6,59 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::time::Duration;
 
 use clap::Parser;
 
-/// Where a node listens when neither `--listen` nor `PORT` is given.
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:9001";
+/// Where a node listens when neither `--listen` nor `PORT` is given
+/// (a bare port: bound on `HOST`, by default 127.0.0.1).
+pub const DEFAULT_LISTEN: &str = "9001";
+
+/// Shortest `JWT_SECRET` accepted, in bytes: an HS256 key shorter than the
+/// hash's 256-bit output is weaker than the algorithm, and short secrets
+/// are guessed offline from a single token.
+pub const MIN_JWT_SECRET_BYTES: usize = 32;
+
+/// Shortest `API_KEY` accepted, in bytes: it is a bearer password for
+/// writing into any room, so it must not be guessable.
+pub const MIN_API_KEY_BYTES: usize = 16;
+
+/// `--listen` / `PORT` as written: a bare port (bound on `HOST`) or a
+/// whole address (which wins over `HOST`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenArg {
+    /// `9001`: the port, on `HOST`.
+    Port(u16),
+    /// `0.0.0.0:9001`, `[::1]:9001`: exactly this.
+    Addr(SocketAddr),
+}
+
+impl FromStr for ListenArg {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if let Ok(port) = s.parse::<u16>() {
+            return Ok(ListenArg::Port(port));
+        }
+        s.parse::<SocketAddr>().map(ListenArg::Addr).map_err(|_| {
+            format!("`{s}` is neither a port nor ADDR:PORT (e.g. 9001 or 0.0.0.0:9001)")
+        })
+    }
+}
 
 /// `ringway-backend` command line.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "ringway-backend", version, about)]
 pub struct Cli {
-    /// Address to listen on: a bare port means 127.0.0.1:PORT, or ADDR:PORT.
-    #[arg(long, env = "PORT", value_name = "[ADDR:]PORT", default_value = DEFAULT_LISTEN, value_parser = parse_listen)]
-    pub listen: SocketAddr,
+    /// Address to listen on: a bare port (bound on HOST), or ADDR:PORT.
+    #[arg(long, env = "PORT", value_name = "[ADDR:]PORT", default_value = DEFAULT_LISTEN, value_parser = ListenArg::from_str)]
+    pub listen: ListenArg,
+
+    /// Address a bare PORT binds (a container sets 0.0.0.0); ignored when
+    /// --listen / PORT names an address itself.
+    #[arg(long, env = "HOST", value_name = "ADDR", default_value = "127.0.0.1")]
+    pub host: IpAddr,
 
     /// Name of this node in headers, health, logs and Redis (default: <hostname>-<pid>).
     #[arg(long, env = "WORKER_ID", value_name = "ID")]
@@ -59,7 +98,8 @@ pub struct Cli {
     #[arg(long, env = "WS_HEARTBEAT_INTERVAL", value_name = "SECS", default_value = "10", value_parser = parse_secs)]
     pub heartbeat_interval: Duration,
 
-    /// HS256 secret for connect tokens; unset turns auth off (dev mode, `?user=`).
+    /// HS256 secret for connect tokens, at least 32 bytes; unset turns auth
+    /// off (dev mode, `?user=`, logged as a warning at start).
     #[arg(
         long,
         env = "JWT_SECRET",
@@ -67,6 +107,77 @@ pub struct Cli {
         hide_env_values = true
     )]
     pub jwt_secret: Option<String>,
+
+    /// The `aud` tokens must carry; unset: any `aud` (or none) is accepted.
+    #[arg(long, env = "JWT_AUDIENCE", value_name = "AUD")]
+    pub jwt_audience: Option<String>,
+
+    /// The `iss` tokens must carry; unset: not checked.
+    #[arg(long, env = "JWT_ISSUER", value_name = "ISS")]
+    pub jwt_issuer: Option<String>,
+
+    /// Clock skew tolerated on a token's `exp` and `nbf`, in seconds.
+    #[arg(long, env = "JWT_LEEWAY", value_name = "SECS", default_value = "30", value_parser = parse_secs)]
+    pub jwt_leeway: Duration,
+
+    /// Bearer key of the HTTP publish API (`POST /api/publish` …), at least
+    /// 16 bytes; unset: the API is off (404).
+    #[arg(long, env = "API_KEY", value_name = "KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+
+    /// Most WebSocket connections this node holds; 0: no cap.
+    #[arg(long, env = "MAX_CONNECTIONS", value_name = "N", default_value = "0")]
+    pub max_connections: usize,
+
+    /// Most WebSocket connections one user holds on this node; 0: no cap.
+    #[arg(
+        long,
+        env = "MAX_CONNECTIONS_PER_USER",
+        value_name = "N",
+        default_value = "0"
+    )]
+    pub max_connections_per_user: usize,
+
+    /// Most WebSocket connections one client IP (an IPv6 /64) holds on this node; 0: no cap.
+    #[arg(
+        long,
+        env = "MAX_CONNECTIONS_PER_IP",
+        value_name = "N",
+        default_value = "0"
+    )]
+    pub max_connections_per_ip: usize,
+
+    /// Comma-separated addresses or CIDRs whose X-Forwarded-For is believed
+    /// (the proxy in front); unset: the peer address is the client.
+    #[arg(long, env = "TRUSTED_PROXIES", value_name = "LIST")]
+    pub trusted_proxies: Option<String>,
+
+    /// Publishes and broadcasts per second one user may send on this node,
+    /// all their connections together (default: WS_RATE_LIMIT).
+    #[arg(long, env = "USER_PUBLISH_RATE", value_name = "PER_SEC")]
+    pub user_publish_rate: Option<f64>,
+
+    /// Publishes one user may send in one burst (default: WS_RATE_BURST).
+    #[arg(long, env = "USER_PUBLISH_BURST", value_name = "FRAMES")]
+    pub user_publish_burst: Option<u32>,
+
+    /// Direct messages per second one user may send on this node.
+    #[arg(
+        long,
+        env = "USER_DIRECT_RATE",
+        value_name = "PER_SEC",
+        default_value = "20"
+    )]
+    pub user_direct_rate: f64,
+
+    /// Direct messages one user may send in one burst.
+    #[arg(
+        long,
+        env = "USER_DIRECT_BURST",
+        value_name = "FRAMES",
+        default_value = "40"
+    )]
+    pub user_direct_burst: u32,
 
     /// Comma-separated Origins allowed to open WebSockets; `*` or unset allows any.
     #[arg(long, env = "ALLOWED_ORIGINS", value_name = "LIST")]
@@ -148,14 +259,49 @@ pub struct Config {
     pub grace_period: Duration,
     /// `WS_HEARTBEAT_INTERVAL`.
     pub heartbeat_interval: Duration,
-    /// `JWT_SECRET`; `None` is dev mode.
-    pub jwt_secret: Option<String>,
+    /// Token checks; its secret `None` is dev mode.
+    pub auth: AuthSettings,
+    /// `API_KEY`; `None` turns the HTTP publish API off.
+    pub api_key: Option<String>,
+    /// Connection caps and per-user rates.
+    pub admission: AdmissionSettings,
     /// `ALLOWED_ORIGINS`; `None` allows any.
     pub allowed_origins: Option<Vec<String>>,
     /// Per-connection limits.
     pub limits: ConnectionLimits,
     /// Room history bounds.
     pub history: HistorySettings,
+}
+
+/// How connect tokens are checked (`JWT_*`).
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    /// `JWT_SECRET`; `None` is dev mode.
+    pub secret: Option<String>,
+    /// `JWT_AUDIENCE`: the required `aud`, if any.
+    pub audience: Option<String>,
+    /// `JWT_ISSUER`: the required `iss`, if any.
+    pub issuer: Option<String>,
+    /// `JWT_LEEWAY`: clock skew tolerated on `exp` and `nbf`.
+    pub leeway: Duration,
+}
+
+/// Who may hold connections on a node and how fast one user may write:
+/// the caps that keep one user, one address or a crowd from taking a node.
+#[derive(Debug, Clone)]
+pub struct AdmissionSettings {
+    /// `MAX_CONNECTIONS`; 0: none.
+    pub max_connections: usize,
+    /// `MAX_CONNECTIONS_PER_USER`; 0: none.
+    pub max_per_user: usize,
+    /// `MAX_CONNECTIONS_PER_IP`; 0: none.
+    pub max_per_ip: usize,
+    /// `TRUSTED_PROXIES`: peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// `USER_PUBLISH_RATE` per second, `USER_PUBLISH_BURST`.
+    pub publish_rate: (f64, u32),
+    /// `USER_DIRECT_RATE` per second, `USER_DIRECT_BURST`.
+    pub direct_rate: (f64, u32),
 }
 
 /// How to reach Redis.
@@ -229,6 +375,42 @@ impl Config {
         if cli.history_size == 0 || cli.history_ttl.is_zero() {
             return invalid("HISTORY_SIZE and HISTORY_TTL must be above 0");
         }
+        let secret = cli.jwt_secret.clone().filter(|s| !s.is_empty());
+        if secret
+            .as_ref()
+            .is_some_and(|s| s.len() < MIN_JWT_SECRET_BYTES)
+        {
+            return Err(ConfigError::Invalid(format!(
+                "JWT_SECRET must be at least {MIN_JWT_SECRET_BYTES} bytes (a shorter HS256 secret \
+                 can be guessed offline from one token); generate one with `openssl rand -base64 48`"
+            )));
+        }
+        let api_key = cli.api_key.clone().filter(|k| !k.is_empty());
+        if api_key
+            .as_ref()
+            .is_some_and(|k| k.len() < MIN_API_KEY_BYTES)
+        {
+            return Err(ConfigError::Invalid(format!(
+                "API_KEY must be at least {MIN_API_KEY_BYTES} bytes; generate one with `openssl rand -base64 32`"
+            )));
+        }
+        let trusted_proxies = match cli.trusted_proxies.as_deref() {
+            None => Vec::new(),
+            Some(list) => parse_nets(list).map_err(ConfigError::Invalid)?,
+        };
+        let publish_rate = (
+            cli.user_publish_rate.unwrap_or(cli.rate_limit),
+            cli.user_publish_burst.unwrap_or(cli.rate_burst),
+        );
+        let direct_rate = (cli.user_direct_rate, cli.user_direct_burst);
+        for (name, (rate, burst)) in [("USER_PUBLISH", publish_rate), ("USER_DIRECT", direct_rate)]
+        {
+            if !rate.is_finite() || rate <= 0.0 || burst == 0 {
+                return Err(ConfigError::Invalid(format!(
+                    "{name}_RATE and {name}_BURST must be above 0"
+                )));
+            }
+        }
         let worker_id = cli
             .worker_id
             .as_deref()
@@ -260,15 +442,33 @@ impl Config {
                 .collect();
             (!origins.is_empty() && !origins.iter().any(|o| o == "*")).then_some(origins)
         });
+        let listen = match cli.listen {
+            ListenArg::Port(port) => SocketAddr::new(cli.host, port),
+            ListenArg::Addr(addr) => addr,
+        };
         Ok(Config {
-            listen: cli.listen,
+            listen,
             node_id: cli.node_id.clone().unwrap_or_else(hostname),
             worker_id,
             redis,
             session_ttl: cli.session_ttl,
             grace_period: cli.grace_period,
             heartbeat_interval: cli.heartbeat_interval,
-            jwt_secret: cli.jwt_secret.clone().filter(|s| !s.is_empty()),
+            auth: AuthSettings {
+                secret,
+                audience: cli.jwt_audience.clone().filter(|s| !s.is_empty()),
+                issuer: cli.jwt_issuer.clone().filter(|s| !s.is_empty()),
+                leeway: cli.jwt_leeway,
+            },
+            api_key,
+            admission: AdmissionSettings {
+                max_connections: cli.max_connections,
+                max_per_user: cli.max_connections_per_user,
+                max_per_ip: cli.max_connections_per_ip,
+                trusted_proxies,
+                publish_rate,
+                direct_rate,
+            },
             allowed_origins,
             limits: ConnectionLimits {
                 max_message_size: cli.max_message_size,
@@ -306,6 +506,19 @@ pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
         .map_err(|_| format!("`{s}` is neither a port nor ADDR:PORT (e.g. 9001 or 0.0.0.0:9001)"))
 }
 
+/// `TRUSTED_PROXIES`: comma-separated addresses (`10.0.0.5`) or CIDRs (`10.0.0.0/8`).
+pub fn parse_nets(list: &str) -> Result<Vec<ipnet::IpNet>, String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<ipnet::IpNet>()
+                .or_else(|_| s.parse::<IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| format!("TRUSTED_PROXIES: `{s}` is neither an address nor a CIDR"))
+        })
+        .collect()
+}
+
 /// A yes/no setting: `1`/`0`, also `true`/`false`, `yes`/`no`.
 pub fn parse_flag(s: &str) -> Result<bool, String> {
     match s.trim().to_ascii_lowercase().as_str() {
@@ -339,81 +552,4 @@ fn hostname() -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(args: &[&str]) -> Result<Config, String> {
-        let mut all = vec!["ringway-backend"];
-        all.extend_from_slice(args);
-        let cli = Cli::try_parse_from(all).map_err(|e| e.to_string())?;
-        Config::from_cli(&cli).map_err(|e| e.to_string())
-    }
-
-    #[test]
-    fn bare_port_means_loopback() {
-        assert_eq!(
-            parse_listen("9002").unwrap(),
-            "127.0.0.1:9002".parse().unwrap()
-        );
-        assert_eq!(
-            parse_listen("[::1]:81").unwrap(),
-            "[::1]:81".parse().unwrap()
-        );
-        assert!(parse_listen("localhost").is_err());
-        assert!(parse_listen("70000").is_err());
-    }
-
-    #[test]
-    fn seconds_take_fractions() {
-        assert_eq!(parse_secs("0.5").unwrap(), Duration::from_millis(500));
-        assert_eq!(parse_secs("30").unwrap(), Duration::from_secs(30));
-        assert!(parse_secs("-1").is_err());
-        assert!(parse_secs("soon").is_err());
-    }
-
-    #[test]
-    fn defaults_and_blank_worker_id() {
-        let cfg = parse(&["--listen", "9003", "--worker-id", " "]).unwrap();
-        assert_eq!(cfg.listen, "127.0.0.1:9003".parse().unwrap());
-        assert!(cfg.worker_id.ends_with(&format!("-{}", std::process::id())));
-        assert!(cfg.redis.is_none());
-        assert_eq!(cfg.history.max_recover, cfg.history.size);
-        assert!(cfg.allowed_origins.is_none());
-    }
-
-    #[test]
-    fn durability_is_declared_explicitly() {
-        let cfg = parse(&["--redis-url", "redis://127.0.0.1:1"]).unwrap();
-        assert!(!cfg.redis.unwrap().durable, "not durable unless declared");
-        let cfg = parse(&["--redis-url", "redis://127.0.0.1:1", "--redis-durable", "1"]).unwrap();
-        assert!(cfg.redis.unwrap().durable);
-        let e = parse(&["--redis-durable", "maybe"]).unwrap_err();
-        assert!(
-            e.contains("REDIS_DURABLE") || e.contains("redis-durable"),
-            "{e}"
-        );
-    }
-
-    #[test]
-    fn origins_list_and_wildcard() {
-        let cfg = parse(&["--allowed-origins", "https://a.example/, https://b.example"]).unwrap();
-        assert_eq!(
-            cfg.allowed_origins.unwrap(),
-            vec!["https://a.example", "https://b.example"]
-        );
-        let cfg = parse(&["--allowed-origins", "https://a.example,*"]).unwrap();
-        assert!(cfg.allowed_origins.is_none());
-    }
-
-    #[test]
-    fn out_of_range_values_are_refused_by_name() {
-        let e = parse(&["--heartbeat-interval", "0"]).unwrap_err();
-        assert!(e.contains("WS_HEARTBEAT_INTERVAL"), "{e}");
-        let e = parse(&["--session-ttl", "5", "--heartbeat-interval", "2"]).unwrap_err();
-        assert!(e.contains("WEBSOCKET_SESSION_TTL"), "{e}");
-        let e = parse(&["--worker-id", "a b"]).unwrap_err();
-        assert!(e.contains("WORKER_ID"), "{e}");
-        let e = parse(&["--outbound-queue", "2"]).unwrap_err();
-        assert!(e.contains("WS_OUTBOUND_QUEUE"), "{e}");
-    }
-}
+mod tests;

@@ -1,21 +1,25 @@
 //! The node's HTTP face: `/` (a demo page), `/ws` (the upgrade, after the connect policy),
 //! `/health` (the deployment guides' JSON, from a real Redis round trip
-//! and pub/sub probe), `/api/websocket/stats`, `/metrics`, and the
-//! `X-WebSocket-*` headers on every response.
+//! and pub/sub probe), `/api/websocket/stats`, `/metrics`, the publish API
+//! ([`crate::api`], when `API_KEY` is set), and the `X-WebSocket-*`
+//! headers on every response.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{rejection::WebSocketUpgradeRejection, WebSocketUpgrade};
-use axum::extract::{Query, Request, State};
+use axum::extract::{ConnectInfo, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
+use axum::Extension;
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::admission::Refusal;
 use crate::auth::{self, AuthError};
 use crate::protocol;
 use crate::session::{self, ConnectRequest};
@@ -45,7 +49,13 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// The node's routes, with the `X-WebSocket-*` headers on every response
 /// (404s and refused upgrades included).
 pub fn router(node: Arc<Node>) -> Router {
-    Router::new()
+    let router = Router::new();
+    let router = if node.config.api_key.is_some() {
+        crate::api::routes(router, node.config.limits.max_message_size)
+    } else {
+        router
+    };
+    router
         .route("/", get(demo))
         .route("/ws", get(websocket))
         .route("/health", get(health))
@@ -87,6 +97,22 @@ fn refuse(status: StatusCode, why: impl Into<String>) -> Response {
     (status, Json(json!({"error": why.into()}))).into_response()
 }
 
+/// A connection cap answered as `docs/PROTOCOL.md` says: 503 with
+/// `Retry-After` for a full node (another may have room), 429 for one
+/// address or one user over its cap.
+fn refuse_cap(refusal: Refusal) -> Response {
+    let (status, limit) = match refusal {
+        Refusal::NodeFull => (StatusCode::SERVICE_UNAVAILABLE, "max_connections"),
+        Refusal::PerIp => (StatusCode::TOO_MANY_REQUESTS, "max_connections_per_ip"),
+        Refusal::PerUser => (StatusCode::TOO_MANY_REQUESTS, "max_connections_per_user"),
+    };
+    let body = json!({"error": refusal.to_string(), "limit": limit});
+    let mut resp = (status, Json(body)).into_response();
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    resp
+}
+
 /// `GET /`: a small chat page speaking protocol v1, so a fresh cluster can
 /// be tried (and a node killed under it) from a browser.
 async fn demo() -> Html<&'static str> {
@@ -97,6 +123,7 @@ async fn demo() -> Html<&'static str> {
 async fn websocket(
     State(node): State<Arc<Node>>,
     Query(query): Query<WsQuery>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
@@ -111,6 +138,16 @@ async fn websocket(
     if !auth::origin_allowed(node.config.allowed_origins.as_deref(), origin) {
         return refuse(StatusCode::FORBIDDEN, "origin not allowed");
     }
+    // Embedded without connect info (a test's router): loopback.
+    let peer_ip = peer.map_or(std::net::Ipv4Addr::LOCALHOST.into(), |p| p.0 .0.ip());
+    let client_ip = node.admission.client_ip(peer_ip, &headers);
+    let mut permit = match node.admission.enter(client_ip) {
+        Ok(permit) => permit,
+        Err(refusal) => {
+            tracing::debug!(%client_ip, %refusal, "connection refused");
+            return refuse_cap(refusal);
+        }
+    };
     let sid = match query.sid {
         Some(sid) if protocol::valid_sid(&sid) => sid,
         Some(_) => {
@@ -136,6 +173,10 @@ async fn websocket(
         }
         Err(e) => return refuse(StatusCode::UNAUTHORIZED, e.to_string()),
     };
+    if let Err(refusal) = node.admission.bind_user(&mut permit, &identity.user) {
+        tracing::debug!(user = %identity.user, %refusal, "connection refused");
+        return refuse_cap(refusal);
+    }
     let request = match ConnectRequest::resolve(&node, sid, identity).await {
         Ok(request) => request,
         Err(e) => {
@@ -154,7 +195,7 @@ async fn websocket(
         .max_message_size(limit)
         .max_frame_size(limit)
         .read_buffer_size(SOCKET_BUFFER)
-        .on_upgrade(move |socket| session::run(socket, node, request))
+        .on_upgrade(move |socket| session::run(socket, node, request, permit))
 }
 
 /// `GET /health`: a real store round trip and a pub/sub probe, timed.

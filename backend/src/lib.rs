@@ -8,7 +8,10 @@
 //! The map, from the socket inwards:
 //! - [`http`]: the router — `/ws`, `/health`, `/api/websocket/stats`,
 //!   `/metrics` and the `X-WebSocket-*` headers.
-//! - [`auth`]: who may connect (JWT, dev mode, Origin allow-list).
+//! - [`auth`]: who may connect (JWT, dev mode, Origin allow-list), with
+//!   [`permissions`] (the rooms a token grants) and [`admission`] (the
+//!   connection caps and per-user rates).
+//! - [`api`]: the HTTP publish API for application servers.
 //! - [`session`]: one connection: connect, reader (client frames), writer
 //!   (ordered, de-duplicated delivery by a pure ordering machine), limits.
 //! - [`idempotency`]: the keys under which publishes are remembered.
@@ -21,6 +24,8 @@
 //! - [`cluster`]: heartbeats, session refresh, dead-node cleanup.
 //! - [`config`], [`metrics`].
 
+pub mod admission;
+pub mod api;
 pub mod auth;
 pub mod broker;
 pub mod cluster;
@@ -30,6 +35,7 @@ pub mod http;
 pub mod hub;
 pub mod idempotency;
 pub mod metrics;
+pub mod permissions;
 pub mod protocol;
 pub mod redis_link;
 pub mod session;
@@ -46,6 +52,7 @@ use axum::serve::ListenerExt;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{watch, Notify};
 
+use crate::admission::Admission;
 use crate::auth::Auth;
 use crate::broker::{Broker, MemoryBus, RedisBroker};
 use crate::cluster::ClusterView;
@@ -137,6 +144,8 @@ pub struct Node {
     pub metrics: Arc<Metrics>,
     /// Its connect policy.
     pub auth: Auth,
+    /// Its connection caps and per-user rates.
+    pub admission: Arc<Admission>,
     /// What it knows of the cluster.
     pub cluster: ClusterView,
     /// `memory`, `standalone` or `cluster`.
@@ -159,7 +168,8 @@ impl Node {
         let hub = Hub::new(metrics.clone());
         let broker = backplane.broker(&config, hub.clone());
         Arc::new(Node {
-            auth: Auth::new(config.jwt_secret.as_deref()),
+            auth: Auth::new(&config.auth),
+            admission: Admission::new(config.admission.clone()),
             store: backplane.store(),
             broker,
             hub,
@@ -305,6 +315,7 @@ where
     F: Future<Output = ()> + Send + 'static,
 {
     let backplane = Backplane::new(&base)?;
+    warn_if_open(&base);
     let (stop, stopped) = watch::channel(false);
     let mut nodes = Vec::new();
     for i in 0..count.max(1) {
@@ -337,6 +348,22 @@ where
         }
     }
     Ok(())
+}
+
+/// Say loudly, at start, when anyone can claim to be anyone: dev mode
+/// (no `JWT_SECRET`) is for a laptop, never for a reachable node.
+fn warn_if_open(config: &Config) {
+    if config.auth.secret.is_some() {
+        return;
+    }
+    let exposed = !config.listen.ip().is_loopback();
+    tracing::warn!(
+        listen = %config.listen,
+        "DEV MODE: JWT_SECRET is not set, so authentication is OFF: any client may \
+         claim any user with ?user=, join and publish into every room and broadcast. \
+         Set JWT_SECRET (at least 32 bytes) before exposing this node{}",
+        if exposed { " -- and it listens beyond loopback NOW" } else { "" }
+    );
 }
 
 /// Pending connections the kernel queues for a listener. When a node dies,

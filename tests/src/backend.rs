@@ -18,6 +18,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 
+pub use crate::tokens::{mint_token, unix_now, user_token, TEST_JWT_SECRET};
 use crate::{free_port, http_client, target_bin, wait_for_http_ok, ws_connect, Child, WsClient};
 
 fn system_binary(name: &str) -> PathBuf {
@@ -376,7 +377,33 @@ const BACKEND_ENV: &[&str] = &[
     "HISTORY_TTL",
     "HISTORY_MAX_RECOVER",
     "REDIS_DURABLE",
+    "HOST",
+    "JWT_AUDIENCE",
+    "JWT_ISSUER",
+    "JWT_LEEWAY",
+    "API_KEY",
+    "MAX_CONNECTIONS",
+    "MAX_CONNECTIONS_PER_USER",
+    "MAX_CONNECTIONS_PER_IP",
+    "TRUSTED_PROXIES",
+    "USER_PUBLISH_RATE",
+    "USER_PUBLISH_BURST",
+    "USER_DIRECT_RATE",
+    "USER_DIRECT_BURST",
 ];
+
+/// The HTTP status of a refused WebSocket upgrade (a test fails if it is
+/// accepted).
+pub async fn refused_status(url: &str, headers: &[(&str, &str)]) -> u16 {
+    match ws_connect(url, headers).await {
+        Ok(_) => panic!("{url} was accepted"),
+        Err(e) => e
+            .rsplit(' ')
+            .next()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("not an HTTP refusal: {e}")),
+    }
+}
 
 impl Backend {
     /// Start a node named `worker_id` with these environment variables

@@ -27,6 +27,7 @@ pub mod raw;
 pub mod sticky;
 pub mod strict_ws;
 pub mod tls;
+pub mod tokens;
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::{SocketAddr, TcpListener};

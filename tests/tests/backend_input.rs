@@ -10,7 +10,7 @@ use ringway_tests::ws_connect;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
-const SECRET: &str = "test-secret-of-some-length";
+const SECRET: &str = ringway_tests::backend::TEST_JWT_SECRET;
 
 fn now() -> u64 {
     SystemTime::now()

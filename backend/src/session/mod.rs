@@ -64,8 +64,14 @@ impl Activity {
     }
 }
 
-/// Serve one upgraded connection until it closes.
-pub async fn run(socket: WebSocket, node: Arc<Node>, request: ConnectRequest) {
+/// Serve one upgraded connection until it closes, holding its places in
+/// the node's connection caps (`permit`) until then.
+pub async fn run(
+    socket: WebSocket,
+    node: Arc<Node>,
+    request: ConnectRequest,
+    permit: crate::admission::Permit,
+) {
     node.connection_started();
     let (sink, stream) = socket.split();
     let (outbox, queue) = mpsc::channel(node.config.limits.outbound_queue);
@@ -100,5 +106,6 @@ pub async fn run(socket: WebSocket, node: Arc<Node>, request: ConnectRequest) {
     }
     let _ = writer.await;
     connect::finish(&node, &conn, reader.live_rooms.drain()).await;
+    drop(permit);
     node.connection_ended();
 }

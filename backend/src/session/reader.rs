@@ -4,13 +4,19 @@
 //! goes into the connection's outbox, in order, for the writer; it never
 //! writes to the socket itself.
 //!
+//! What a frame may do is the token's say ([`crate::permissions`]): rooms
+//! to join and publish into, one's own inbox only, no presence of `*`; and
+//! the user's publish and direct rates ([`crate::admission`]). The token's
+//! `exp` bounds the connection: it is closed with 4401 then, unless a
+//! `refresh` frame brought a later one.
+//!
 //! A publish with an `id` is idempotent ([`crate::idempotency`]): the key
 //! is the session and the `id`, so a retry after a lost ack or a timeout
 //! is acked with the original position and stored once.
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::extract::ws::{Message, WebSocket};
 use futures_util::stream::SplitStream;
@@ -70,6 +76,20 @@ impl Reader {
         }
     }
 
+    /// When the connection must close for its token's sake: `exp` plus the
+    /// leeway; far away without a token (dev mode).
+    fn expiry(&self) -> tokio::time::Instant {
+        let now = tokio::time::Instant::now();
+        let Some(exp) = self.identity.expires else {
+            return now + Duration::from_secs(100 * 365 * 24 * 3600);
+        };
+        let unix_now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let until = (Duration::from_secs(exp) + self.node.auth.leeway()).saturating_sub(unix_now);
+        now + until
+    }
+
     /// Join the rooms every fresh session is in: `*` and the user's inbox.
     pub(super) async fn join_implicit_rooms(&mut self) {
         for room in [
@@ -86,9 +106,16 @@ impl Reader {
     /// a close is asked for (then wait briefly for the client's answer).
     /// A client's close frame is answered by the writer.
     pub(super) async fn read(&mut self, mut stream: SplitStream<WebSocket>) {
+        let expiry = tokio::time::sleep_until(self.expiry());
+        tokio::pin!(expiry);
         loop {
             let msg = tokio::select! {
                 biased;
+                () = &mut expiry, if !self.closing => {
+                    self.conn.closer.close(protocol::CLOSE_TOKEN_EXPIRED, "token expired");
+                    self.closing = true;
+                    continue;
+                }
                 _ = self.conn.closer.closed() => {
                     // Our close frame is on its way; give the client a moment to answer.
                     let _ = tokio::time::timeout(CLOSE_REPLY_TIMEOUT, async {
@@ -115,7 +142,11 @@ impl Reader {
                 Some(Ok(Message::Text(text))) => {
                     self.node.metrics.messages_in.inc();
                     if self.admit() {
+                        let before = self.identity.expires;
                         self.handle(&text).await;
+                        if self.identity.expires != before {
+                            expiry.as_mut().reset(self.expiry());
+                        }
                     }
                 }
                 Some(Ok(Message::Binary(_))) => {
@@ -178,6 +209,7 @@ impl Reader {
             ClientFrame::Direct { to, data } => self.direct(to, data, id).await,
             ClientFrame::Broadcast { data } => self.broadcast(data, id).await,
             ClientFrame::Presence { room } => self.presence(room).await,
+            ClientFrame::Refresh { token } => self.refresh(&token, id).await,
             ClientFrame::Ping => self.send(protocol::PONG_FRAME.to_owned()).await,
         };
         if let Err(e) = outcome {
@@ -234,6 +266,12 @@ impl Reader {
                 return Err(ProtocolError::new(
                     ErrorCode::Forbidden,
                     "only its user may join an inbox",
+                ))
+            }
+            RoomKind::Plain if !self.identity.permissions.may_join(&room) => {
+                return Err(ProtocolError::new(
+                    ErrorCode::Forbidden,
+                    "the token's `rooms.join` does not grant this room",
                 ))
             }
             _ => {}
@@ -319,7 +357,19 @@ impl Reader {
         id: Option<&RawValue>,
     ) -> Result<(), ProtocolError> {
         match protocol::room_kind(&room)? {
-            RoomKind::Plain => self.store_and_ack(&room, data, id).await,
+            RoomKind::Plain if !self.identity.permissions.may_publish(&room) => {
+                Err(ProtocolError::new(
+                    ErrorCode::Forbidden,
+                    "the token's `rooms.publish` does not grant this room",
+                ))
+            }
+            RoomKind::Plain => {
+                self.user_rate(
+                    self.node.admission.allow_publish(&self.conn.user),
+                    "publish",
+                )?;
+                self.store_and_ack(&room, data, id).await
+            }
             RoomKind::Inbox(_) => Err(ProtocolError::new(
                 ErrorCode::Forbidden,
                 "inboxes take `direct` frames, not `publish`",
@@ -343,7 +393,45 @@ impl Reader {
                 "`to` must be a user id (1-64 characters of A-Z a-z 0-9 - _ . : ~ @ +)",
             ));
         }
+        self.user_rate(self.node.admission.allow_direct(&self.conn.user), "direct")?;
         self.store_and_ack(&protocol::inbox(&to), data, id).await
+    }
+
+    /// A user rate's verdict: over it, the frame is dropped (nothing stored).
+    fn user_rate(&self, allowed: bool, what: &str) -> Result<(), ProtocolError> {
+        if allowed {
+            return Ok(());
+        }
+        self.node.metrics.rate_limited.inc();
+        Err(ProtocolError::new(
+            ErrorCode::RateLimited,
+            format!("this user's {what} rate is exceeded; nothing was stored, slow down"),
+        )
+        .with_outcome(protocol::Outcome::NotStored))
+    }
+
+    /// A new token for this connection: same user, later `exp`; its grants
+    /// replace the old ones for the frames that follow.
+    async fn refresh(&mut self, token: &str, id: Option<&RawValue>) -> Result<(), ProtocolError> {
+        if !self.node.auth.is_enabled() {
+            let frame = protocol::refreshed_frame(None, id.map(RawValue::get));
+            return self.send(frame).await;
+        }
+        let identity = self
+            .node
+            .auth
+            .verify(token)
+            .map_err(|e| ProtocolError::new(ErrorCode::Unauthorized, e.to_string()))?;
+        if identity.user != self.conn.user {
+            return Err(ProtocolError::new(
+                ErrorCode::Unauthorized,
+                "a refresh token must be for the connection's user",
+            ));
+        }
+        let exp = identity.expires;
+        self.identity = identity;
+        self.send(protocol::refreshed_frame(exp, id.map(RawValue::get)))
+            .await
     }
 
     async fn broadcast(&self, data: &RawValue, id: Option<&RawValue>) -> Result<(), ProtocolError> {
@@ -353,6 +441,10 @@ impl Reader {
                 "broadcast needs a token with \"broadcast\": true",
             ));
         }
+        self.user_rate(
+            self.node.admission.allow_publish(&self.conn.user),
+            "publish",
+        )?;
         self.store_and_ack(protocol::BROADCAST_ROOM, data, id).await
     }
 
@@ -381,7 +473,18 @@ impl Reader {
     }
 
     async fn presence(&self, room: String) -> Result<(), ProtocolError> {
-        protocol::room_kind(&room)?;
+        let allowed = match protocol::room_kind(&room)? {
+            RoomKind::Plain => self.identity.permissions.may_join(&room),
+            RoomKind::Inbox(owner) => owner == self.conn.user,
+            // Every user is in `*`: its presence is the whole user list.
+            RoomKind::Broadcast => false,
+        };
+        if !allowed {
+            return Err(ProtocolError::new(
+                ErrorCode::Forbidden,
+                "presence is only for rooms the token may join and one's own inbox, never `*`",
+            ));
+        }
         let users = self
             .node
             .store
