@@ -580,8 +580,14 @@ pub mod h2raw {
 
         /// Write `bytes` and flush.
         pub async fn send(&mut self, bytes: &[u8]) {
-            self.w.write_all(bytes).await.expect("write");
-            self.w.flush().await.expect("flush");
+            self.try_send(bytes).await.expect("write");
+        }
+
+        /// Write `bytes` and flush; an error means the proxy closed the
+        /// connection (for a test that writes while a deadline may pass).
+        pub async fn try_send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+            self.w.write_all(bytes).await?;
+            self.w.flush().await
         }
 
         /// `GET /` on stream `id`, answered in full.
