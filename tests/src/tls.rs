@@ -454,13 +454,29 @@ pub mod h2raw {
     /// A request's HEADERS frame: `method` (GET or POST) `https://a.test/`
     /// and `extra` fields, HPACK literals that never touch the dynamic table.
     pub fn request(stream: u32, method: &str, extra: &[(&str, &str)], flags: u8) -> Vec<u8> {
+        request_to(stream, method, "/", extra, flags)
+    }
+
+    /// [`request`] for `path`.
+    pub fn request_to(
+        stream: u32,
+        method: &str,
+        path: &str,
+        extra: &[(&str, &str)],
+        flags: u8,
+    ) -> Vec<u8> {
         let mut block = vec![if method == "POST" { 0x83 } else { 0x82 }, 0x87];
         let literal = |block: &mut Vec<u8>, value: &str| {
             assert!(value.len() < 127);
             block.push(value.len() as u8);
             block.extend_from_slice(value.as_bytes());
         };
-        block.push(0x84); // :path /
+        if path == "/" {
+            block.push(0x84); // :path /
+        } else {
+            block.push(0x04); // :path, not indexed
+            literal(&mut block, path);
+        }
         block.push(0x01); // :authority, not indexed
         literal(&mut block, "a.test");
         for (name, value) in extra {

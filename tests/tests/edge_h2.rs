@@ -3,8 +3,8 @@
 //! `h2`, in front of a `ringway-fixture` server. The proxy advertises its
 //! stream cap and refuses streams beyond it; a rapid-reset flood
 //! (CVE-2023-44487) is cut off while another client is served and barely
-//! reaches the upstream; the header, keep-alive, body and TLS-handshake
-//! deadlines hold; the request rate answers 429 over h2 too.
+//! reaches the upstream; the header, keep-alive, body, client-write and
+//! TLS-handshake deadlines hold; the request rate answers 429 over h2 too.
 //!
 //! Most clients here speak HTTP/2 frame by frame (`tls::h2raw`), so what
 //! the proxy sends is seen as sent: a keep-alive head's deadline, a body
@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use ringway_tests::edge::{eventually, refused, server_entry, HEAVY};
 use ringway_tests::tls::h2raw::{
-    frame, request, rst, Frames, Next, Raw, CANCEL, DATA, END_HEADERS, END_STREAM, GOAWAY,
-    MAX_CONCURRENT_STREAMS, PING, REFUSED_STREAM, RST_STREAM,
+    frame, request, request_to, rst, Frames, Next, Raw, CANCEL, DATA, END_HEADERS, END_STREAM,
+    GOAWAY, MAX_CONCURRENT_STREAMS, PING, REFUSED_STREAM, RST_STREAM,
 };
 use ringway_tests::tls::{alpn, h2_get, handshake, LeafOpts, TestCa, Tls};
 use ringway_tests::{get_json, Fixture, FixtureOpts, Proxy};
@@ -42,6 +42,11 @@ struct Edge {
 
 impl Edge {
     async fn start(lines: &str) -> Edge {
+        Edge::start_over(lines, None).await
+    }
+
+    /// [`Edge::start`] with `upstream` as the server instead of the fixture.
+    async fn start_over(lines: &str, upstream: Option<SocketAddr>) -> Edge {
         let ca = TestCa::new("ringway h2 edge CA");
         let leaf = ca.leaf("a", &["a.test"], LeafOpts::default());
         let fx = Fixture::start(&["a"], FixtureOpts::default()).await;
@@ -53,7 +58,7 @@ impl Edge {
              [limits]\n{lines}\n",
             leaf.cert.display(),
             leaf.key.display(),
-            fx.addr("a"),
+            upstream.unwrap_or(fx.addr("a")),
         );
         let proxy = Proxy::start(&toml).await;
         Edge { ca, fx, proxy }
@@ -516,4 +521,48 @@ async fn the_request_rate_answers_429_over_h2_too() {
     assert!(refused(&edge.proxy.stats().await, 0, "rate") >= 2);
     // The default stream cap is what the proxy advertised.
     assert_eq!(send.current_max_send_streams(), 128);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_dropped_at_the_write_timeout() {
+    let _heavy = HEAVY.lock().await;
+    let big = ringway_tests::edge::BigServer::start(4 << 20).await;
+    let edge = Edge::start_over(
+        "client_write_timeout = \"2s\"\nheader_timeout = \"30s\"\nbody_timeout = \"30s\"",
+        Some(big.addr),
+    )
+    .await;
+    let mut c = edge.raw().await;
+    // The client keeps the default 64 KiB windows and never opens them
+    // further: the answer stalls once they are full.
+    c.send(&request_to(1, "GET", "/big", &[], END_HEADERS | END_STREAM))
+        .await;
+    let mut data = 0usize;
+    let mut stalled_at = None;
+    let ended = loop {
+        match c.frames.next(Duration::from_secs(1)).await {
+            Next::Frame(f) if f.kind == DATA => {
+                data += f.payload.len();
+                stalled_at = None;
+            }
+            Next::Frame(f) if f.ends(1) => break Instant::now(),
+            Next::Closed => break Instant::now(),
+            Next::Frame(_) => {}
+            Next::Quiet => {
+                let since =
+                    *stalled_at.get_or_insert_with(|| Instant::now() - Duration::from_secs(1));
+                assert!(
+                    since.elapsed() < Duration::from_secs(2) + LATE,
+                    "the stalled answer lived {:?} after {data} bytes",
+                    since.elapsed()
+                );
+            }
+        }
+    };
+    let stalled = stalled_at.expect("the answer never stalled");
+    assert!(
+        data <= 65_535 && data > 0,
+        "{data} bytes sent past the window"
+    );
+    assert_closed_at("stalled reader", &[ended - stalled], Duration::from_secs(2));
 }
