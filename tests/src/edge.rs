@@ -322,3 +322,22 @@ async fn big_conn(
 /// A serialising lock for tests that hold a thousand sockets or measure
 /// deadlines, so they do not share two cores with each other.
 pub static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// How much earlier than its deadline a close may be seen (clock reads on
+/// both sides of a loaded machine).
+pub const EARLY: Duration = Duration::from_millis(250);
+
+/// Assert that every one of `elapsed` (time to a close) fell between
+/// `deadline` minus [`EARLY`] and `deadline` plus `late`.
+pub fn closed_at(what: &str, elapsed: &[Duration], deadline: Duration, late: Duration) {
+    let min = elapsed.iter().min().expect("some connections");
+    let max = elapsed.iter().max().expect("some connections");
+    assert!(
+        *min + EARLY >= deadline,
+        "{what}: one closed after {min:?}, before the {deadline:?} deadline"
+    );
+    assert!(
+        *max <= deadline + late,
+        "{what}: one closed only after {max:?} (deadline {deadline:?})"
+    );
+}

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use ringway_tests::edge::{eventually, refused, server_entry, HEAVY};
+use ringway_tests::edge::{closed_at, eventually, refused, server_entry, HEAVY};
 use ringway_tests::tls::h2raw::{
     frame, request, request_to, rst, Frames, Next, Raw, CANCEL, DATA, END_HEADERS, END_STREAM,
     GOAWAY, MAX_CONCURRENT_STREAMS, PING, REFUSED_STREAM, RST_STREAM,
@@ -28,7 +28,6 @@ use ringway_tests::tls::{alpn, h2_get, handshake, LeafOpts, TestCa, Tls};
 use ringway_tests::{get_json, Fixture, FixtureOpts, Proxy};
 use tokio::io::AsyncWriteExt;
 
-const EARLY: Duration = Duration::from_millis(250);
 const LATE: Duration = Duration::from_secs(6);
 const H2: &[&[u8]] = &[b"h2"];
 
@@ -87,16 +86,7 @@ impl Edge {
 }
 
 fn assert_closed_at(what: &str, elapsed: &[Duration], deadline: Duration) {
-    let min = elapsed.iter().min().expect("some connections");
-    let max = elapsed.iter().max().expect("some connections");
-    assert!(
-        *min + EARLY >= deadline,
-        "{what}: one closed after {min:?}, before the {deadline:?} deadline"
-    );
-    assert!(
-        *max <= deadline + LATE,
-        "{what}: one closed only after {max:?} (deadline {deadline:?})"
-    );
+    closed_at(what, elapsed, deadline, LATE);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
